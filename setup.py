@@ -1,0 +1,42 @@
+"""repghost-tf: RepGhostNet for TensorFlow / Keras 3, from training to int8 TFLite on phones."""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+TENSORFLOW = "2.21.*"
+
+setup(
+    name="repghost-tf",
+    version="0.1.0",
+    description=__doc__,
+    long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.10",
+    packages=find_packages(include=["repghost_tf", "repghost_tf.*"]),
+    install_requires=[
+        "keras>=3.10",
+        "numpy",
+        "absl-py",
+        "tensorflow-datasets>=4.9",
+        "importlib_resources",
+        "ai-edge-litert",
+    ],
+    extras_require={
+        # Pick one TensorFlow build: the CPU wheel, or the full one with CUDA libraries.
+        "cpu": [f"tensorflow-cpu=={TENSORFLOW}"],
+        "gpu": [f"tensorflow[and-cuda]=={TENSORFLOW}"],
+        # The PyTorch checkpoint importer.
+        "torch": ["torch", "safetensors"],
+        # The reference tests compare against timm's PyTorch models.
+        "test": [
+            "pytest",
+            "pytest-xdist",
+            "torch==2.14.1",
+            "torchvision==0.29.1",
+            "timm",
+            "safetensors",
+        ],
+    },
+)

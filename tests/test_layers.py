@@ -1,0 +1,113 @@
+"""Layer-level behaviour: in-place fuse(), serialization, PyTorch-style names and padding."""
+
+import keras
+import numpy as np
+import pytest
+
+from helpers import randomize_batchnorms, relative_error
+from repghost_tf.layers import (
+    ConvBN,
+    GhostModule,
+    RepGhostBottleneck,
+    RepGhostModule,
+    make_divisible,
+    walk_layers,
+)
+
+
+def _single_layer_model(layer, channels=12, size=(15, 17)):
+    inputs = keras.Input((*size, channels))
+    return keras.Model(inputs, layer(inputs))
+
+
+def _random_input(channels=12, size=(15, 17), seed=0):
+    return np.random.default_rng(seed).normal(0, 1, (3, *size, channels)).astype("float32")
+
+
+@pytest.mark.parametrize("reparam", ["bn", "identity", "none"])
+@pytest.mark.parametrize("relu", [True, False])
+def test_repghost_module_fuses_in_place(reparam, relu):
+    layer = RepGhostModule(20, relu=relu, reparam=reparam, name="m")
+    model = _single_layer_model(layer)
+    randomize_batchnorms(model, seed=3)
+    x = _random_input()
+    expected = model(x, training=False).numpy()
+    layer.fuse()
+    assert layer.deploy
+    inner = [type(sub) for sub in walk_layers(layer)]
+    assert keras.layers.BatchNormalization not in inner
+    assert inner.count(keras.layers.DepthwiseConv2D) == 1
+    assert relative_error(model(x, training=False), expected) < 1e-6
+
+
+def test_reparam_branch_changes_the_output():
+    """The branch is really there: removing it changes what the module computes."""
+    x = _random_input()
+    outputs = {}
+    for reparam in ("bn", "none"):
+        keras.utils.set_random_seed(7)
+        model = _single_layer_model(RepGhostModule(20, reparam=reparam, name="m"))
+        outputs[reparam] = model(x, training=False).numpy()
+    assert relative_error(outputs["bn"], outputs["none"]) > 0.1
+
+
+@pytest.mark.parametrize("strides,out_channels,se_ratio", [(1, 12, 0.0), (2, 24, 0.25), (1, 16, 0)])
+def test_bottleneck_fuses_in_place(strides, out_channels, se_ratio):
+    layer = RepGhostBottleneck(36, out_channels, 5, strides, se_ratio, name="b")
+    model = _single_layer_model(layer)
+    randomize_batchnorms(model, seed=4)
+    x = _random_input()
+    expected = model(x, training=False).numpy()
+    layer.fuse()
+    assert relative_error(model(x, training=False), expected) < 1e-6
+
+
+def test_stride_two_pads_symmetrically_like_pytorch():
+    """A 3x3 stride-2 conv must see the input's top-left corner at its kernel centre."""
+    layer = ConvBN(1, 3, 2, deploy=True, name="c")
+    model = _single_layer_model(layer, channels=1, size=(8, 8))
+    kernel = np.zeros((3, 3, 1, 1), "float32")
+    kernel[1, 1] = 1.0  # picks the centre pixel
+    layer.conv.set_weights([kernel, np.zeros(1, "float32")])
+    image = np.arange(64, dtype="float32").reshape(1, 8, 8, 1)
+    out = model(image).numpy()[0, :, :, 0]
+    np.testing.assert_array_equal(out, image[0, ::2, ::2, 0])
+
+
+def test_ghost_module_concatenates_and_slices_odd_channels():
+    layer = GhostModule(7, name="g")
+    model = _single_layer_model(layer)
+    assert model.output.shape[-1] == 7
+    assert layer.intrinsic_channels == 4
+
+
+def test_layers_round_trip_through_config():
+    layer = RepGhostBottleneck(36, 24, 3, 2, 0.25, reparam="identity", shortcut=False, name="b")
+    clone = RepGhostBottleneck.from_config(layer.get_config())
+    assert clone.get_config() == layer.get_config()
+
+
+def test_sublayers_are_named_after_pytorch_module_paths():
+    layer = RepGhostBottleneck(36, 24, 3, 2, 0.25, name="blocks.3.0")
+    _single_layer_model(layer)
+    names = {sub.name for sub in walk_layers(layer)}
+    assert {
+        "blocks.3.0.ghost1.primary_conv.0",
+        "blocks.3.0.ghost1.primary_conv.1",
+        "blocks.3.0.ghost1.cheap_operation.0",
+        "blocks.3.0.ghost1.fusion_bn.0",
+        "blocks.3.0.conv_dw",
+        "blocks.3.0.bn_dw",
+        "blocks.3.0.se.conv_reduce",
+        "blocks.3.0.shortcut.3",
+    } <= names
+
+
+def test_unknown_reparam_branch_is_rejected():
+    with pytest.raises(ValueError, match="reparam"):
+        RepGhostModule(8, reparam="conv")
+
+
+@pytest.mark.parametrize("value,expected", [(8, 8), (16 * 0.58, 12), (36 * 1.11, 40), (3.0, 4), (37, 36)])
+def test_make_divisible(value, expected):
+    assert make_divisible(value) == expected
