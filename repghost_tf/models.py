@@ -118,7 +118,7 @@ def RepGhostNet(
         shortcut: False drops the identity shortcuts (the paper's "w/o shortcut" ablation).
         pyramid_outputs: return a feature extractor whose outputs are the dict
             {"P2", "P3", "P4", "P5"} of the last feature maps at strides 4, 8, 16 and 32.
-        name: model name; defaults to "repghostnet_<width>".
+        name: model name; defaults to "repghostnet_<width>", e.g. "repghostnet_050".
     """
     if reparam not in REPARAM_BRANCHES:
         raise ValueError(f"reparam must be one of {REPARAM_BRANCHES}, got {reparam!r}.")
@@ -144,7 +144,8 @@ def RepGhostNet(
         include_preprocessing=include_preprocessing,
         deploy=deploy,
         pyramid_outputs=pyramid_outputs,
-        name=name or f"repghostnet_{width_tag(width) if width > 0 else width}",
+        family="repghostnet",
+        name=name,
     )
 
 
@@ -187,7 +188,8 @@ def GhostNet(
         include_preprocessing=include_preprocessing,
         deploy=deploy,
         pyramid_outputs=pyramid_outputs,
-        name=name or f"ghostnet_{width_tag(width) if width > 0 else width}",
+        family="ghostnet",
+        name=name,
     )
 
 
@@ -208,6 +210,7 @@ def _ghost_net(
     include_preprocessing,
     deploy,
     pyramid_outputs,
+    family,
     name,
 ) -> keras.Model:
     _check_arguments(width, weights, input_shape, pooling, include_top, pyramid_outputs)
@@ -272,7 +275,7 @@ def _ghost_net(
     else:
         outputs = x
 
-    model = keras.Model(inputs, outputs, name=name)
+    model = keras.Model(inputs, outputs, name=name or f"{family}_{width_tag(width)}")
     if weights is not None:
         load_weights_file(model, weights)
     return model
@@ -351,11 +354,20 @@ GhostNet130 = _named(GhostNet, 1.3, "GhostNet 1.3x")
 
 # Every named architecture, under the names of the official release and timm.
 MODELS: dict[str, Callable[..., keras.Model]] = {
-    **{f"repghostnet_{width_tag(w)}": _named(RepGhostNet, w, "") for w in REPGHOSTNET_WIDTHS},
+    "repghostnet_050": RepGhostNet050,
+    "repghostnet_058": RepGhostNet058,
+    "repghostnet_080": RepGhostNet080,
+    "repghostnet_100": RepGhostNet100,
+    "repghostnet_111": RepGhostNet111,
+    "repghostnet_130": RepGhostNet130,
+    "repghostnet_150": RepGhostNet150,
+    "repghostnet_200": RepGhostNet200,
     "repghostnet_repid_050": RepGhostNet050RepIdentity,
     "repghostnet_norep_050": RepGhostNet050NoReparam,
     "repghostnet_wo_050": RepGhostNet050NoShortcut,
-    **{f"ghostnet_{width_tag(w)}": _named(GhostNet, w, "") for w in GHOSTNET_WIDTHS},
+    "ghostnet_050": GhostNet050,
+    "ghostnet_100": GhostNet100,
+    "ghostnet_130": GhostNet130,
 }
 
 
