@@ -1,11 +1,30 @@
 """RepGhostNet and GhostNet for Keras 3, from training to deploy-form TFLite."""
 
 from repghost_tf.deploy import fuse, is_fused
+from repghost_tf.g_ghost import (
+    G_GHOST_MODELS,
+    GGhostRegNetX,
+    GGhostRegNetX002,
+    GGhostRegNetX004,
+    GGhostRegNetX006,
+    GGhostRegNetX008,
+    GGhostRegNetX016,
+    GGhostRegNetX032,
+    GGhostRegNetX040,
+    GGhostRegNetX064,
+    GGhostRegNetX080,
+    GGhostRegNetX120,
+    GGhostRegNetX160,
+    GGhostRegNetX320,
+    GGhostStage,
+    XBlock,
+)
 from repghost_tf.layers import (
     ConvBN,
     FusableLayer,
     GhostBottleneck,
     GhostModule,
+    GroupedConv2D,
     RepGhostBottleneck,
     RepGhostModule,
     SqueezeExcite,

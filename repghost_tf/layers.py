@@ -50,8 +50,34 @@ def walk_layers(layer: layers.Layer):
         yield from walk_layers(child)
 
 
-def _channels_shape(channels: int) -> tuple:
+def channels_shape(channels: int) -> tuple:
+    """The shape a sub-layer is built with: only the channel count matters to conv and BN."""
     return (None, None, None, channels)
+
+
+@_register
+class GroupedConv2D(layers.Conv2D):
+    """A Conv2D whose grouped convolution is one TensorFlow `Conv2D` op.
+
+    Keras's TensorFlow backend wraps grouped convolutions in an XLA-compiled sub-function, which
+    hides them from `repghost_tf.profile` and keeps the TFLite converter from emitting a plain
+    CONV_2D. TensorFlow's Conv2D op takes a grouped kernel (input depth = channels / groups)
+    directly; its CPU gradient needs oneDNN, the default on x86. Weights, config and layout are
+    those of `keras.layers.Conv2D`.
+    """
+
+    def convolution_op(self, inputs, kernel):
+        if self.groups == 1 or keras.backend.backend() != "tensorflow":
+            return super().convolution_op(inputs, kernel)
+        import tensorflow as tf
+
+        return tf.nn.convolution(
+            inputs,
+            kernel,
+            strides=list(self.strides),
+            padding=self.padding.upper(),
+            dilations=list(self.dilation_rate),
+        )
 
 
 class FusableLayer(layers.Layer):
@@ -89,7 +115,8 @@ class FusableLayer(layers.Layer):
 
 @_register
 class ConvBN(FusableLayer):
-    """Conv2D or DepthwiseConv2D, then BatchNorm; a single conv with bias in deploy form.
+    """Conv2D (grouped when `groups` > 1) or DepthwiseConv2D, then BatchNorm; a single conv with
+    bias in deploy form.
 
     Strided convs pad symmetrically by kernel_size // 2, as PyTorch does (Keras's "same" pads only
     bottom/right at stride 2, which would shift every feature map against the official weights).
@@ -101,15 +128,19 @@ class ConvBN(FusableLayer):
         kernel_size: int = 1,
         strides: int = 1,
         depthwise: bool = False,
+        groups: int = 1,
         conv_name: str | None = None,
         bn_name: str | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        if depthwise and groups != 1:
+            raise ValueError("A depthwise ConvBN takes no groups argument.")
         self.filters = filters
         self.kernel_size = kernel_size
         self.strides = strides
         self.depthwise = depthwise
+        self.groups = groups
         self.conv_name = conv_name or f"{self.name}.0"
         self.bn_name = bn_name or f"{self.name}.1"
         self._explicit_padding = kernel_size // 2 if strides > 1 else 0
@@ -125,11 +156,11 @@ class ConvBN(FusableLayer):
         if self.depthwise:
             self.conv = layers.DepthwiseConv2D(**conv_args)
         else:
-            self.conv = layers.Conv2D(self.filters, **conv_args)
-        self.conv.build(_channels_shape(input_shape[-1]))
+            self.conv = GroupedConv2D(self.filters, groups=self.groups, **conv_args)
+        self.conv.build(channels_shape(input_shape[-1]))
         if not self.deploy:
             self.bn = batch_norm(self.bn_name)
-            self.bn.build(_channels_shape(self.filters))
+            self.bn.build(channels_shape(self.filters))
 
     def call(self, inputs, training=None):
         x = inputs
@@ -153,6 +184,7 @@ class ConvBN(FusableLayer):
             "kernel_size": self.kernel_size,
             "strides": self.strides,
             "depthwise": self.depthwise,
+            "groups": self.groups,
             "conv_name": self.conv_name,
             "bn_name": self.bn_name,
         }
@@ -171,9 +203,9 @@ class SqueezeExcite(layers.Layer):
         channels = input_shape[-1]
         reduced = make_divisible(channels * self.ratio, self.divisor)
         self.conv_reduce = layers.Conv2D(reduced, 1, name=f"{self.name}.conv_reduce")
-        self.conv_reduce.build(_channels_shape(channels))
+        self.conv_reduce.build(channels_shape(channels))
         self.conv_expand = layers.Conv2D(channels, 1, name=f"{self.name}.conv_expand")
-        self.conv_expand.build(_channels_shape(reduced))
+        self.conv_expand.build(channels_shape(reduced))
 
     def call(self, inputs):
         squeezed = ops.mean(inputs, axis=(1, 2), keepdims=True)
@@ -215,7 +247,7 @@ class RepGhostModule(FusableLayer):
             self.filters, 1, deploy=self.deploy, name=f"{self.name}.primary_conv"
         )
         self.primary_conv.build(input_shape)
-        features = _channels_shape(self.filters)
+        features = channels_shape(self.filters)
         if self.deploy:
             self.cheap_operation = layers.DepthwiseConv2D(
                 self.dw_kernel_size, padding="same", name=f"{self.name}.cheap_operation"
@@ -290,7 +322,7 @@ class GhostModule(FusableLayer):
             deploy=self.deploy,
             name=f"{self.name}.cheap_operation",
         )
-        self.cheap_operation.build(_channels_shape(self.intrinsic_channels))
+        self.cheap_operation.build(channels_shape(self.intrinsic_channels))
 
     def call(self, inputs, training=None):
         x1 = self.primary_conv(inputs, training=training)
@@ -345,7 +377,7 @@ class _Bottleneck(FusableLayer):
 
     def build(self, input_shape):
         in_channels = input_shape[-1]
-        mid = _channels_shape(self.mid_channels)
+        mid = channels_shape(self.mid_channels)
         self.ghost1 = self._ghost_module(self.mid_channels, True, f"{self.name}.ghost1")
         self.ghost1.build(input_shape)
         self.conv_dw = None
@@ -389,7 +421,7 @@ class _Bottleneck(FusableLayer):
                 deploy=self.deploy,
                 name=f"{self.name}.shortcut_pw",
             )
-            self.shortcut_pw.build(_channels_shape(in_channels))
+            self.shortcut_pw.build(channels_shape(in_channels))
 
     def call(self, inputs, training=None):
         x = self.ghost1(inputs, training=training)

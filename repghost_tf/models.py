@@ -6,12 +6,13 @@ choose the table, the block and the width. Layer names follow the official PyTor
 
 from __future__ import annotations
 
-import os
 from typing import Callable
 
 import keras
 from keras import layers
 
+from repghost_tf.applications import check_arguments, image_input, load_weights_file
+from repghost_tf.g_ghost import G_GHOST_MODELS
 from repghost_tf.layers import (
     REPARAM_BRANCHES,
     ConvBN,
@@ -20,11 +21,6 @@ from repghost_tf.layers import (
     make_divisible,
 )
 
-# The official models were trained on (pixels / 255 - mean) / std.
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-MIN_INPUT_SIZE = 32
 HEAD_CHANNELS = 1280
 
 # Stages of the official definitions; one row per bottleneck:
@@ -213,21 +209,10 @@ def _ghost_net(
     family,
     name,
 ) -> keras.Model:
-    _check_arguments(width, weights, input_shape, pooling, include_top, pyramid_outputs)
-    if input_tensor is None:
-        inputs = layers.Input(shape=input_shape or (None, None, 3), name="image")
-    elif keras.backend.is_keras_tensor(input_tensor):
-        inputs = input_tensor
-    else:
-        inputs = layers.Input(tensor=input_tensor, shape=input_shape)
-
-    x = inputs
-    if include_preprocessing:
-        x = layers.Normalization(
-            mean=[255.0 * m for m in IMAGENET_MEAN],
-            variance=[(255.0 * s) ** 2 for s in IMAGENET_STD],
-            name="preprocessing",
-        )(x)
+    if not width > 0:
+        raise ValueError(f"width must be positive, got {width}.")
+    check_arguments(weights, input_shape, pooling, include_top, pyramid_outputs)
+    inputs, x = image_input(input_shape, input_tensor, include_preprocessing)
     channels = make_divisible(16 * width)
     x = ConvBN(channels, 3, 2, conv_name="conv_stem", bn_name="bn1", deploy=deploy, name="stem")(x)
     x = layers.ReLU(name="act1")(x)
@@ -281,45 +266,6 @@ def _ghost_net(
     return model
 
 
-def _check_arguments(width, weights, input_shape, pooling, include_top, pyramid_outputs) -> None:
-    if not width > 0:
-        raise ValueError(f"width must be positive, got {width}.")
-    if weights is not None and not (
-        isinstance(weights, (str, os.PathLike))
-        and str(weights).endswith((".weights.h5", ".keras"))
-    ):
-        raise ValueError(
-            "weights must be None or a path to a .weights.h5 or .keras file "
-            f"(for the official ImageNet weights, convert them first), got {weights!r}."
-        )
-    if weights is not None and not os.path.isfile(weights):
-        raise ValueError(f"weights file not found: {weights}")
-    if input_shape is not None:
-        if len(input_shape) != 3 or input_shape[-1] != 3:
-            raise ValueError(f"input_shape must be (height, width, 3), got {input_shape}.")
-        too_small = [d for d in input_shape[:2] if d is not None and d < MIN_INPUT_SIZE]
-        if too_small:
-            raise ValueError(
-                f"input_shape must be at least {MIN_INPUT_SIZE}x{MIN_INPUT_SIZE}, got {input_shape}."
-            )
-    if pooling not in (None, "avg", "max"):
-        raise ValueError(f"pooling must be None, 'avg' or 'max', got {pooling!r}.")
-    if pyramid_outputs and include_top:
-        raise ValueError("pyramid_outputs=True needs include_top=False.")
-
-
-def load_weights_file(model: keras.Model, path: str) -> None:
-    """Loads a `.weights.h5` file, or the weights of a `.keras` model of the same architecture."""
-    if str(path).endswith(".weights.h5"):
-        model.load_weights(path)
-        return
-    source = keras.saving.load_model(path, compile=False, safe_mode=True)
-    source_weights = source.get_weights()
-    if [w.shape for w in source_weights] != [tuple(v.shape) for v in model.weights]:
-        raise ValueError(f"{path} holds a different architecture than {model.name}.")
-    model.set_weights(source_weights)
-
-
 def _named(constructor: Callable, width: float, doc_name: str, **fixed) -> Callable:
     def build(**kwargs) -> keras.Model:
         return constructor(width=width, **fixed, **kwargs)
@@ -371,8 +317,12 @@ MODELS: dict[str, Callable[..., keras.Model]] = {
 }
 
 
+MODELS.update(G_GHOST_MODELS)
+
+
 def create_model(model_name: str, **kwargs) -> keras.Model:
-    """Builds a model by its official name, e.g. "repghostnet_050" or "ghostnet_100"."""
+    """Builds a model by its official name, e.g. "repghostnet_050", "ghostnet_100" or
+    "g_ghost_regnetx_032"."""
     if model_name not in MODELS:
         raise ValueError(f"Unknown model {model_name!r}; choose one of {', '.join(MODELS)}.")
     return MODELS[model_name](**kwargs)

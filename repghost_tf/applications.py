@@ -1,0 +1,77 @@
+"""What every model constructor here shares: argument checks, the image input with its
+preprocessing, and loading a weights file, in the manner of `keras.applications`."""
+
+from __future__ import annotations
+
+import os
+
+import keras
+from keras import layers
+
+# The official models were trained on (pixels / 255 - mean) / std.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+MIN_INPUT_SIZE = 32
+
+
+def check_arguments(
+    weights, input_shape, pooling, include_top: bool, pyramid_outputs: bool
+) -> None:
+    """Raises a ValueError that names the first bad keras.applications-style argument."""
+    if weights is not None and not (
+        isinstance(weights, (str, os.PathLike))
+        and str(weights).endswith((".weights.h5", ".keras"))
+    ):
+        raise ValueError(
+            "weights must be None or a path to a .weights.h5 or .keras file "
+            f"(for the official ImageNet weights, convert them first), got {weights!r}."
+        )
+    if weights is not None and not os.path.isfile(weights):
+        raise ValueError(f"weights file not found: {weights}")
+    if input_shape is not None:
+        if len(input_shape) != 3 or input_shape[-1] != 3:
+            raise ValueError(f"input_shape must be (height, width, 3), got {input_shape}.")
+        too_small = [d for d in input_shape[:2] if d is not None and d < MIN_INPUT_SIZE]
+        if too_small:
+            raise ValueError(
+                f"input_shape must be at least {MIN_INPUT_SIZE}x{MIN_INPUT_SIZE}, got {input_shape}."
+            )
+    if pooling not in (None, "avg", "max"):
+        raise ValueError(f"pooling must be None, 'avg' or 'max', got {pooling!r}.")
+    if pyramid_outputs and include_top:
+        raise ValueError("pyramid_outputs=True needs include_top=False.")
+
+
+def image_input(input_shape, input_tensor, include_preprocessing: bool):
+    """Returns (model input, normalised image tensor).
+
+    With `include_preprocessing` the model takes raw RGB in [0, 255] and normalises it itself, so
+    that a uint8 TFLite input takes camera pixels directly.
+    """
+    if input_tensor is None:
+        inputs = layers.Input(shape=input_shape or (None, None, 3), name="image")
+    elif keras.backend.is_keras_tensor(input_tensor):
+        inputs = input_tensor
+    else:
+        inputs = layers.Input(tensor=input_tensor, shape=input_shape)
+    if not include_preprocessing:
+        return inputs, inputs
+    normalised = layers.Normalization(
+        mean=[255.0 * m for m in IMAGENET_MEAN],
+        variance=[(255.0 * s) ** 2 for s in IMAGENET_STD],
+        name="preprocessing",
+    )(inputs)
+    return inputs, normalised
+
+
+def load_weights_file(model: keras.Model, path: str) -> None:
+    """Loads a `.weights.h5` file, or the weights of a `.keras` model of the same architecture."""
+    if str(path).endswith(".weights.h5"):
+        model.load_weights(path)
+        return
+    source = keras.saving.load_model(path, compile=False, safe_mode=True)
+    source_weights = source.get_weights()
+    if [w.shape for w in source_weights] != [tuple(v.shape) for v in model.weights]:
+        raise ValueError(f"{path} holds a different architecture than {model.name}.")
+    model.set_weights(source_weights)
