@@ -28,7 +28,7 @@ setup(
         "cpu": [f"tensorflow-cpu=={TENSORFLOW}"],
         "gpu": [f"tensorflow[and-cuda]=={TENSORFLOW}"],
         # The PyTorch checkpoint importer.
-        "torch": ["torch", "safetensors"],
+        "torch": ["torch>=2.5", "safetensors"],
         # The reference tests compare against timm's PyTorch models.
         "test": [
             "pytest",

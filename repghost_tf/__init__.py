@@ -51,5 +51,6 @@ from repghost_tf.models import (
     create_model,
 )
 from repghost_tf.counting import Profile, profile
+from repghost_tf.torch_weights import CheckpointError, WeightMismatchError, load_torch_weights
 
 __version__ = "0.1.0"

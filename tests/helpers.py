@@ -62,3 +62,49 @@ def timm_logits(model, images: np.ndarray) -> np.ndarray:
 
 def numpy_state_dict(model) -> dict[str, np.ndarray]:
     return {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
+
+
+def write_torch_checkpoint(path, form: str, model, ema_model=None):
+    """Saves a timm model in one of the checkpoint forms found in the wild; returns the torch
+    model whose logits the file holds (the EMA model of a training checkpoint, as read by default).
+
+    Forms: "training_checkpoint" (timm's training script under DistributedDataParallel: `module.`
+    prefixes, a different `state_dict_ema`, `args` as an argparse.Namespace), "state_dict",
+    "deploy_state_dict" (after timm's re-parameterization) and "safetensors".
+    """
+    import argparse
+    import copy
+
+    import torch
+
+    if form == "training_checkpoint":
+        torch.save(
+            {
+                "epoch": 299,
+                "arch": model.default_cfg["architecture"],
+                "state_dict": {f"module.{k}": v for k, v in model.state_dict().items()},
+                "state_dict_ema": ema_model.state_dict(),
+                "metric": 66.95,
+                "version": 2,
+                "args": argparse.Namespace(
+                    model=model.default_cfg["architecture"], lr=0.6, epochs=300, model_ema=True,
+                    input_size=(3, 224, 224), mean=None,
+                ),
+            },
+            path,
+        )
+        return ema_model
+    if form == "state_dict":
+        torch.save(model.state_dict(), path)
+        return model
+    if form == "deploy_state_dict":
+        deployed = copy.deepcopy(model)
+        deployed.convert_to_deploy()
+        torch.save(deployed.state_dict(), path)
+        return deployed
+    if form == "safetensors":
+        from safetensors.torch import save_file
+
+        save_file(model.state_dict(), str(path))
+        return model
+    raise ValueError(f"unknown checkpoint form {form!r}")
