@@ -326,3 +326,26 @@ def test_layer_names_and_arguments():
         GGhostRegNetX002(pyramid_outputs=True)
     with pytest.raises(ValueError, match="depth"):
         GGhostStage(64, 8, 2)
+
+
+def test_official_checkpoint_converts_through_convert_torch(tmp_path):
+    """The official release's layout, saved by torch as timm's training script does, goes through
+    the same importer and safety rules as RepGhostNet's."""
+    torch = pytest.importorskip("torch")
+    from repghost_tf.convert_torch import convert_checkpoint, save_model
+
+    depths, widths, group_width, *_ = OFFICIAL["002"]
+    state_dict = _StateDict(seed=11).model(depths, widths, group_width, classes=1000)
+    checkpoint = tmp_path / "g_ghost_regnetx_002.pth"
+    torch.save({k: torch.from_numpy(np.asarray(v)) for k, v in state_dict.items()}, checkpoint)
+
+    model = convert_checkpoint(checkpoint, "g_ghost_regnetx_002", deploy=True, logits=True)
+    assert repghost_tf.is_fused(model)
+    save_model(model, tmp_path / "g_ghost.keras")
+    restored = keras.saving.load_model(tmp_path / "g_ghost.keras", safe_mode=True)
+    images = random_images(2, 64, 64, seed=12)
+    expected = _ref_model(images, state_dict, depths, widths, group_width)
+    assert relative_error(restored(images, training=False), expected) < 1e-4
+
+    with pytest.raises(ValueError, match="layer1.0.conv1.weight"):
+        convert_checkpoint(checkpoint, "g_ghost_regnetx_004")
