@@ -29,6 +29,8 @@ setup(
         "gpu": [f"tensorflow[and-cuda]=={TENSORFLOW}"],
         # The PyTorch checkpoint importer.
         "torch": ["torch>=2.5", "safetensors"],
+        # Latency benchmarks, with timm's models in ONNX Runtime as the peer, and their plots.
+        "bench": ["onnx", "onnxruntime", "matplotlib", "torch", "torchvision", "timm"],
         # The reference tests compare against timm's PyTorch models.
         "test": [
             "pytest",
@@ -37,6 +39,9 @@ setup(
             "torchvision==0.29.1",
             "timm",
             "safetensors",
+            "onnx",
+            "onnxruntime",
+            "matplotlib",
         ],
     },
 )

@@ -1,0 +1,273 @@
+"""Host latency of the exported TFLite models in the LiteRT interpreter (XNNPACK on), with the
+same architectures from timm in ONNX Runtime as the peer a user would otherwise deploy with.
+
+Method as benchmark_model's: for each model and thread count, create the interpreter (init time),
+one first run, --warmup_runs untimed runs, then --num_runs timed runs of invoke() on a fixed
+random input; report median, p5/p95, mean and std of the timed runs. Everything is exported
+before anything is timed, so that conversion threads do not disturb the timings.
+
+Usage: python -m benchmark.latency [--models=repghostnet_050,ghostnet_050] [--threads=1,4]
+           [--precisions=float32,int8] [--output_dir=runs/host/NAME]
+Writes results.json, results.csv and results.md in the run directory; the flatbuffers and ONNX
+files timed go to --model_dir (default: models/ in the run directory).
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import importlib.util
+import io
+import os
+import sys
+import time
+from typing import Callable, Sequence
+
+# timm imports triton, whose native library crashes the process when it loads after
+# TensorFlow's; the PyTorch stack of the ONNX peer must therefore load first.
+with contextlib.suppress(ImportError):
+    import timm  # noqa: F401
+
+import numpy as np
+from absl import app, flags
+
+from benchmark import catalog, common_flags, export, results_io
+from benchmark.results_io import Result
+from repghost_tf import tflite
+
+PEER_PACKAGES = ("torch", "timm", "onnx", "onnxruntime")
+ONNX_OPSET = 17
+
+flags.adopt_module_key_flags(common_flags)
+_PEER = flags.DEFINE_boolean(
+    "peer", True,
+    "Also time the same architecture from timm, fused and exported to ONNX, in ONNX Runtime "
+    "(where torch, timm, onnx and onnxruntime are installed).",
+)
+
+
+def time_runs(
+    run: Callable[[], object], warmup_runs: int, num_runs: int
+) -> tuple[float, dict[str, float]]:
+    """(first run in ms, summary of the timed runs) of `run`, after `warmup_runs` untimed runs."""
+    start = time.perf_counter_ns()
+    run()
+    first_ms = (time.perf_counter_ns() - start) / 1e6
+    for _ in range(warmup_runs):
+        run()
+    samples = np.empty(num_runs)
+    for index in range(num_runs):
+        start = time.perf_counter_ns()
+        run()
+        samples[index] = (time.perf_counter_ns() - start) / 1e6
+    return first_ms, results_io.summarize(samples)
+
+
+def delegation(interpreter) -> tuple[int, dict[str, int]]:
+    """(number of XNNPACK partitions, op type -> count of the ops XNNPACK did not take), which
+    run on TFLite's own kernels between partitions. A partition's ops are those reached from
+    its outputs, walking producers back, without crossing its inputs."""
+    ops = interpreter._get_ops_details()
+    partitions = [op for op in ops if op["op_name"] == "DELEGATE"]
+    producer = {
+        int(tensor): op for op in ops if op["op_name"] != "DELEGATE" for tensor in op["outputs"]
+    }
+    delegated = set()
+    for partition in partitions:
+        boundary = {int(tensor) for tensor in partition["inputs"]}
+        pending = [int(tensor) for tensor in partition["outputs"]]
+        while pending:
+            op = producer.get(pending.pop())
+            if op is None or op["index"] in delegated:
+                continue
+            delegated.add(op["index"])
+            pending += [int(t) for t in op["inputs"] if int(t) >= 0 and int(t) not in boundary]
+    left = collections.Counter(
+        op["op_name"] for op in ops if op["op_name"] != "DELEGATE" and op["index"] not in delegated
+    )
+    return len(partitions), dict(left.most_common())
+
+
+def time_tflite(path: str, threads: int, warmup_runs: int, num_runs: int) -> dict:
+    """Init, first-run and timed-run statistics of one flatbuffer in LiteRT with XNNPACK, and
+    how XNNPACK partitioned it."""
+    start = time.perf_counter_ns()
+    interpreter = tflite.make_interpreter(path, num_threads=threads)
+    init_ms = (time.perf_counter_ns() - start) / 1e6
+    detail = interpreter.get_input_details()[0]
+    image = export.random_images(detail["shape"][1], 1, seed=1)
+    interpreter.set_tensor(detail["index"], tflite.quantize_input(image, detail))
+    first_ms, stats = time_runs(interpreter.invoke, warmup_runs, num_runs)
+    partitions, left = delegation(interpreter)
+    return {
+        "init_ms": init_ms, "first_ms": first_ms, **stats, "xnnpack_partitions": partitions,
+        "outside_xnnpack": ", ".join(f"{op} {count}" for op, count in left.items()),
+    }
+
+
+def peer_available() -> bool:
+    return all(importlib.util.find_spec(name) is not None for name in PEER_PACKAGES)
+
+
+def export_onnx(name: str, path: str, image_size: int) -> None:
+    """timm's model of the same architecture, re-parameterized (fused) and behind the same
+    [0, 255] pixel normalisation as ours, exported to ONNX with batch 1."""
+    import timm
+    import torch
+
+    class RawPixels(torch.nn.Module):
+        def __init__(self, model: torch.nn.Module):
+            super().__init__()
+            self.model = model
+            self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1) * 255)
+            self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1) * 255)
+
+        def forward(self, images: torch.Tensor) -> torch.Tensor:
+            return self.model((images - self.mean) / self.std)
+
+    model = timm.create_model(catalog.timm_name(name), pretrained=False)
+    model = RawPixels(timm.utils.reparameterize_model(model.eval())).eval()
+    buffer = io.BytesIO()
+    # The TorchScript exporter (dynamo=False) needs no onnxscript and keeps the module paths in
+    # the node names, by which op_profile.py groups ONNX Runtime's profile into stages.
+    with torch.no_grad():
+        torch.onnx.export(
+            model, (torch.zeros(1, 3, image_size, image_size),), buffer, dynamo=False,
+            opset_version=ONNX_OPSET, input_names=["image"], output_names=["logits"],
+        )
+    tflite.write_atomic(path, buffer.getvalue())
+
+
+def time_onnxruntime(path: str, threads: int, warmup_runs: int, num_runs: int) -> dict[str, float]:
+    """Like time_tflite, for an ONNX file in ONNX Runtime's CPU provider with all graph
+    optimizations (which fold the remaining BatchNorms) and `threads` intra-op threads."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    start = time.perf_counter_ns()
+    session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    init_ms = (time.perf_counter_ns() - start) / 1e6
+    size = session.get_inputs()[0].shape[2]
+    feed = {"image": export.random_images(size, 1, seed=1).transpose(0, 3, 1, 2).copy()}
+    first_ms, stats = time_runs(lambda: session.run(None, feed), warmup_runs, num_runs)
+    return {"init_ms": init_ms, "first_ms": first_ms, **stats}
+
+
+def _load_average() -> float:
+    return round(os.getloadavg()[0], 2)
+
+
+def _timed(fields: dict, measure: Callable[[], dict[str, float]]) -> Result:
+    """A Result from the configuration `fields` and the statistics `measure` returns, with the
+    load average the measurement started under."""
+    return Result(**fields, load_average=_load_average(), **measure())
+
+
+def benchmark(
+    names: Sequence[str],
+    *,
+    forms: Sequence[str],
+    precisions: Sequence[str],
+    threads: Sequence[int],
+    image_size: int,
+    warmup_runs: int,
+    num_runs: int,
+    model_dir: str,
+    peer: bool,
+    reuse_exports: bool = False,
+    log: Callable[[str], None] = print,
+) -> list[Result]:
+    """Exports every model (and its ONNX peer) into `model_dir`, or reuses the files there,
+    then times each at each thread count."""
+    exported = [
+        item
+        for name in names
+        for item in export.export_model(
+            name, forms, precisions, image_size, model_dir, log, reuse=reuse_exports
+        )
+    ]
+    peers = {}
+    if peer and "float32" in precisions and "fused" in forms:
+        import timm
+
+        for name in dict.fromkeys(item.model for item in exported):
+            if not timm.is_model(catalog.timm_name(name)):
+                log(f"no ONNX Runtime peer for {name}: timm has no {catalog.timm_name(name)}")
+                continue
+            peers[name] = os.path.join(model_dir, f"{name}-timm.onnx")
+            if reuse_exports and os.path.isfile(peers[name]):
+                log(f"reused {peers[name]}")
+                continue
+            export_onnx(name, peers[name], image_size)
+            log(f"exported {catalog.timm_name(name)} (timm, fused) to ONNX")
+
+    results = []
+    for item in exported:
+        for count in threads:
+            common = dict(
+                model=item.model, family=item.info.family, width=item.info.width, threads=count,
+                image_size=image_size, macs=item.macs, warmup_runs=warmup_runs, num_runs=num_runs,
+            )
+            ours = _timed(
+                {**common, "form": item.form, "precision": item.precision, "runtime": "litert",
+                 "size_bytes": item.size_bytes, "params": item.params},
+                lambda: time_tflite(item.path, count, warmup_runs, num_runs),
+            )
+            results.append(ours)
+            log(f"{item.stem} threads={count}: median {ours.median_ms:.2f} ms "
+                f"(p5 {ours.p5_ms:.2f}, p95 {ours.p95_ms:.2f})")
+            if item.model in peers and (item.form, item.precision) == ("fused", "float32"):
+                # Right after ours, so that both see the same machine conditions.
+                path = peers[item.model]
+                theirs = _timed(
+                    {**common, "form": "fused", "precision": "float32", "runtime": "onnxruntime",
+                     "size_bytes": os.path.getsize(path), "params": None},
+                    lambda: time_onnxruntime(path, count, warmup_runs, num_runs),
+                )
+                results.append(theirs)
+                log(f"{item.model} (ONNX Runtime) threads={count}: median {theirs.median_ms:.2f} ms, "
+                    f"TFLite / ORT {ours.median_ms / theirs.median_ms:.2f}")
+    return results
+
+
+def main(argv: list[str]) -> None:
+    del argv
+    try:
+        settings = common_flags.settings()
+        export.check_names(settings["models"])
+    except (common_flags.FlagError, export.UnknownModelError) as error:
+        sys.exit(f"error: {error}")
+    peer = _PEER.value and peer_available()
+    if _PEER.value and not peer:
+        print(f"ONNX Runtime peer skipped: it needs {', '.join(PEER_PACKAGES)} installed")
+    names = settings["models"]
+    if settings["mobilenetv3"] == "closest":
+        names = export.with_closest_mobilenetv3(names, settings["image_size"])
+    output_dir = common_flags.output_dir("host")
+    environment = results_io.host_environment()
+    load_before = _load_average()
+    try:
+        results = benchmark(
+            names, forms=settings["forms"], precisions=settings["precisions"],
+            threads=settings["threads"], image_size=settings["image_size"],
+            warmup_runs=settings["warmup_runs"], num_runs=settings["num_runs"],
+            model_dir=common_flags.model_dir(output_dir), peer=peer,
+            reuse_exports=settings["reuse_exports"],
+        )
+    except tflite.ExportError as error:
+        sys.exit(f"error: {error}")
+    environment["load_average"] = f"{load_before} / {_load_average()}"
+    document = results_io.make_document(
+        "host", environment, {**settings, "models": names, "peer": peer}, results
+    )
+    paths = results_io.write_run(output_dir, document)
+    print(results_io.markdown_table(results))
+    print("wrote " + ", ".join(paths.values()))
+
+
+if __name__ == "__main__":
+    app.run(main)

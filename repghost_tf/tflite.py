@@ -1,0 +1,285 @@
+"""Keras model -> TFLite flatbuffer (float32, float16, dynamic-range or full-int8), and the LiteRT
+interpreter that runs it.
+
+Every export has a fixed batch of 1 and a fixed square input, and uses TFLite builtin ops only:
+a Flex (Select TF) op would need the TensorFlow runtime on the phone, so it fails the export.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import re
+import sys
+import tempfile
+import warnings
+from collections import Counter
+from typing import Callable, Iterable, Iterator
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+QUANTIZATIONS = ("none", "float16", "dynamic", "int8")
+IO_TYPES = ("float32", "uint8", "int8")
+# The models take raw RGB pixels; the int8 input quantization must cover all of them.
+PIXEL_RANGE = (0.0, 255.0)
+
+
+class ExportError(ValueError):
+    """An export that cannot be done; the message is one line meant for the user."""
+
+
+def convert(
+    model: keras.Model,
+    quantize: str = "none",
+    *,
+    image_size: int = 224,
+    io_type: str = "float32",
+    representative_data: Iterable | Callable[[], Iterable] | None = None,
+    pixel_range: tuple[float, float] | None = PIXEL_RANGE,
+) -> bytes:
+    """Converts `model`, as it is (fuse it first for the deploy form), to a TFLite flatbuffer.
+
+    Args:
+        model: a Keras model taking (batch, height, width, 3) images.
+        quantize: "none" (float32), "float16" (float16 weights), "dynamic" (int8 weights,
+            float activations) or "int8" (full-integer, int8 weights per channel).
+        image_size: the fixed square input size; the batch is fixed to 1.
+        io_type: input and output type of an "int8" model: "float32", "uint8" or "int8".
+            Float models always have float32 inputs and outputs.
+        representative_data: calibration images for "int8": one (N, H, W, 3) array, or an
+            iterable (or a callable returning one) of such batches or of (images, labels) pairs,
+            such as a `tf.data.Dataset`, preprocessed as for evaluation. Every image is one
+            calibration step.
+        pixel_range: the input range an "int8" model must represent exactly. The converter takes
+            the input's quantization from the calibration images' min/max; the first calibration
+            image is contrast-stretched to this range so that every camera pixel value is
+            representable (uint8 input: scale 1, zero point 0). None keeps the data's own range.
+
+    Raises:
+        ExportError: bad arguments, or an op with no TFLite builtin kernel.
+    """
+    if quantize not in QUANTIZATIONS:
+        raise ExportError(
+            f"unknown quantization {quantize!r}; choose from {', '.join(QUANTIZATIONS)}"
+        )
+    if io_type not in IO_TYPES:
+        raise ExportError(f"unknown io_type {io_type!r}; choose from {', '.join(IO_TYPES)}")
+    if io_type != "float32" and quantize != "int8":
+        raise ExportError(f"io_type={io_type} needs quantize=int8; {quantize} models take float32")
+    if quantize == "int8" and representative_data is None:
+        raise ExportError("int8 quantization needs representative_data for calibration")
+
+    try:
+        with _quiet():
+            converter = tf.lite.TFLiteConverter.from_keras_model(
+                fixed_input_model(model, image_size)
+            )
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+            if quantize != "none":
+                converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            if quantize == "float16":
+                converter.target_spec.supported_types = [tf.float16]
+            elif quantize == "int8":
+                converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+                converter.representative_dataset = lambda: _calibration_images(
+                    representative_data, pixel_range
+                )
+                converter.inference_input_type = getattr(tf, io_type)
+                converter.inference_output_type = getattr(tf, io_type)
+            flatbuffer = converter.convert()
+    except ExportError:
+        raise
+    except Exception as error:  # The converter raises several types, all with a long message.
+        raise ExportError(_conversion_failure(error)) from error
+    check_builtin_only(flatbuffer)
+    return flatbuffer
+
+
+def fixed_input_model(model: keras.Model, image_size: int) -> keras.Model:
+    """Wraps `model` behind a (1, image_size, image_size, 3) input, sharing its weights, so that
+    the flatbuffer has static shapes (no SHAPE/PACK ops from a dynamic batch)."""
+    channels = model.inputs[0].shape[-1] if model.inputs else 3
+    inputs = keras.Input(batch_shape=(1, image_size, image_size, channels), name="image")
+    return keras.Model(inputs, model(inputs, training=False), name=model.name)
+
+
+def _calibration_images(
+    data: Iterable | Callable[[], Iterable], pixel_range: tuple[float, float] | None
+) -> Iterator[list[np.ndarray]]:
+    """Yields single float32 images [1, H, W, C] for the converter's calibration."""
+    batches = data() if callable(data) else data
+    if isinstance(batches, np.ndarray):
+        batches = [batches]
+    images = (
+        image
+        for batch in batches
+        for image in np.asarray(batch[0] if isinstance(batch, (tuple, list)) else batch)
+    )
+    first = next(images, None)
+    if first is None:
+        raise ExportError("the representative dataset is empty")
+    if pixel_range is not None:
+        low, high = pixel_range
+        span = max(float(first.max() - first.min()), 1e-6)
+        first = np.clip(low + (first - first.min()) * ((high - low) / span), low, high)
+    for image in itertools.chain([first], images):
+        yield [np.asarray(image, np.float32)[None]]
+
+
+def _conversion_failure(error: Exception) -> str:
+    """One line out of the converter's multi-line error, naming the unsupported TF ops."""
+    message = str(error)
+    ops = sorted(set(re.findall(r"'?tf\.(\w+)'? op is neither", message)))
+    ops = ops or sorted(set(re.findall(r"\btf\.(\w+)\b", message)))
+    if "Select TF ops" in message or "neither a custom op nor a flex op" in message:
+        return (
+            f"the model uses TF ops with no TFLite builtin kernel ({', '.join(ops) or 'see log'}); "
+            "Flex/Select TF ops are not allowed in exports"
+        )
+    first_line = next((line.strip() for line in message.splitlines() if line.strip()), "")
+    return f"TFLite conversion failed: {type(error).__name__}: {first_line}"
+
+
+def check_builtin_only(model_bytes_or_path: bytes | str | os.PathLike) -> None:
+    """Raises ExportError if the flatbuffer holds a Flex (Select TF) or other custom op."""
+    custom = sorted({name for name, is_custom in _operators(model_bytes_or_path) if is_custom})
+    if custom:
+        raise ExportError(
+            f"the model uses non-builtin ops ({', '.join(custom)}); "
+            "Flex/Select TF ops and custom ops are not allowed in exports"
+        )
+
+
+def op_histogram(model_bytes_or_path: bytes | str | os.PathLike) -> dict[str, int]:
+    """Op type -> count over all subgraphs, most frequent first: builtin names ("CONV_2D") and
+    custom op names ("FlexErf")."""
+    counts = Counter(name for name, _ in _operators(model_bytes_or_path))
+    return dict(counts.most_common())
+
+
+def _operators(model_bytes_or_path: bytes | str | os.PathLike) -> Iterator[tuple[str, bool]]:
+    """(op name, is custom) of every operator of every subgraph, read off the flatbuffer."""
+    schema = _schema()
+    model = schema.Model.GetRootAs(_read_bytes(model_bytes_or_path), 0)
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    for s in range(model.SubgraphsLength()):
+        subgraph = model.Subgraphs(s)
+        for o in range(subgraph.OperatorsLength()):
+            code = model.OperatorCodes(subgraph.Operators(o).OpcodeIndex())
+            builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
+            if builtin == schema.BuiltinOperator.CUSTOM:
+                yield code.CustomCode().decode(), True
+            else:
+                yield names[builtin], False
+
+
+def make_interpreter(model_path_or_bytes: bytes | str | os.PathLike, num_threads: int = 1):
+    """A LiteRT interpreter (XNNPACK by default) with tensors allocated; tflite_runtime's where
+    only it is installed."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        from tflite_runtime.interpreter import Interpreter
+    if isinstance(model_path_or_bytes, (bytes, bytearray)):
+        interpreter = Interpreter(model_content=bytes(model_path_or_bytes), num_threads=num_threads)
+    else:
+        interpreter = Interpreter(
+            model_path=os.fspath(model_path_or_bytes), num_threads=num_threads
+        )
+    interpreter.allocate_tensors()
+    return interpreter
+
+
+def run_interpreter(interpreter, images: np.ndarray) -> np.ndarray:
+    """Float outputs of a single-input, single-output interpreter for float pixel `images`,
+    one image at a time, quantizing inputs and dequantizing outputs as the model's types need."""
+    input_detail = interpreter.get_input_details()[0]
+    output_detail = interpreter.get_output_details()[0]
+    outputs = []
+    for image in np.asarray(images, np.float32):
+        interpreter.set_tensor(input_detail["index"], quantize_input(image[None], input_detail))
+        interpreter.invoke()
+        output = interpreter.get_tensor(output_detail["index"])
+        outputs.append(dequantize_output(output, output_detail))
+    return np.concatenate(outputs)
+
+
+def quantize_input(images: np.ndarray, detail: dict) -> np.ndarray:
+    """Float images in the model's input type: unchanged for float inputs, rounded and clipped
+    through (scale, zero point) for integer inputs."""
+    dtype = np.dtype(detail["dtype"])
+    if dtype.kind == "f":
+        return images.astype(dtype)
+    scale, zero_point = detail["quantization"]
+    info = np.iinfo(dtype)
+    return np.clip(np.round(images / scale + zero_point), info.min, info.max).astype(dtype)
+
+
+def dequantize_output(values: np.ndarray, detail: dict) -> np.ndarray:
+    """Integer outputs back to float through (scale, zero point); float outputs as they are."""
+    if np.dtype(detail["dtype"]).kind == "f":
+        return values.astype(np.float32)
+    scale, zero_point = detail["quantization"]
+    return (values.astype(np.float32) - zero_point) * scale
+
+
+def write_atomic(path: str | os.PathLike, data: bytes) -> None:
+    """Writes `data` to `path` through a temporary file in the same folder and os.replace, so a
+    reader never sees a half-written file and a failed write leaves the old file in place."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(
+        dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp"
+    )
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(temporary)
+        raise
+
+
+def _read_bytes(model_bytes_or_path: bytes | str | os.PathLike) -> bytes:
+    if isinstance(model_bytes_or_path, (bytes, bytearray)):
+        return bytes(model_bytes_or_path)
+    with open(model_bytes_or_path, "rb") as file:
+        return file.read()
+
+
+def _schema():
+    """The TFLite flatbuffer schema's Python bindings, from LiteRT or else TensorFlow."""
+    try:
+        from ai_edge_litert import schema_py_generated
+    except ImportError:
+        from tensorflow.lite.python import schema_py_generated
+    return schema_py_generated
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Silences the converter's chatter (Keras's export summary, MLIR logging) down to the file
+    descriptors; failures still surface as exceptions."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    try:
+        with open(os.devnull, "w") as devnull:
+            for fd in (1, 2):
+                os.dup2(devnull.fileno(), fd)
+            with contextlib.redirect_stdout(devnull), contextlib.redirect_stderr(devnull), \
+                    warnings.catch_warnings():
+                # The converter warns about its own int8-input bookkeeping on every int8 export.
+                warnings.filterwarnings("ignore", "Statistics for quantized inputs")
+                yield
+    finally:
+        for fd, original in zip((1, 2), saved):
+            os.dup2(original, fd)
+            os.close(original)

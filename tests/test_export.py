@@ -1,0 +1,223 @@
+"""TFLite export: float parity with Keras, builtin ops only, quantized input types, atomic files,
+and the export pipeline's refusals (one line, nothing written)."""
+
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import repghost_tf
+from repghost_tf import tflite, tflite_export
+from helpers import randomize_batchnorms, random_images, relative_error
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _randomized(constructor, **kwargs) -> keras.Model:
+    model = constructor(classifier_activation=None, **kwargs)
+    randomize_batchnorms(model, seed=3)
+    return model
+
+
+def _tflite_logits(flatbuffer: bytes, images: np.ndarray) -> np.ndarray:
+    return tflite.run_interpreter(tflite.make_interpreter(flatbuffer), images)
+
+
+@pytest.fixture(scope="module")
+def repghostnet_050():
+    """Training form with non-trivial BatchNorm statistics, and its fused float32 export."""
+    model = _randomized(repghost_tf.RepGhostNet050)
+    return model, tflite.convert(repghost_tf.fuse(model), image_size=224)
+
+
+@pytest.mark.parametrize(
+    "constructor,image_size",
+    [(repghost_tf.RepGhostNet100, 160), (repghost_tf.GhostNet050, 160)],
+    ids=["repghostnet_100", "ghostnet_050"],
+)
+def test_float32_matches_keras(constructor, image_size):
+    model = _randomized(constructor)
+    flatbuffer = tflite.convert(repghost_tf.fuse(model), image_size=image_size)
+    images = random_images(2, image_size, image_size, seed=1)
+    expected = model(images, training=False)
+    assert np.linalg.norm(expected) > 1.0
+    assert relative_error(_tflite_logits(flatbuffer, images), expected) < 1e-5
+
+
+def test_repghostnet_050_float32_and_float16_match_keras(repghostnet_050):
+    model, float32 = repghostnet_050
+    images = random_images(2, 224, 224, seed=2)
+    expected = model(images, training=False)
+    assert np.linalg.norm(expected) > 1.0
+    assert relative_error(_tflite_logits(float32, images), expected) < 1e-5
+    interpreter = tflite.make_interpreter(float32)
+    assert interpreter.get_input_details()[0]["shape_signature"].tolist() == [1, 224, 224, 3]
+
+    float16 = tflite.convert(repghost_tf.fuse(model), "float16", image_size=224)
+    assert len(float16) < 0.6 * len(float32)
+    assert relative_error(_tflite_logits(float16, images), expected) < 1e-2
+
+    dynamic = tflite.convert(repghost_tf.fuse(model), "dynamic", image_size=224)
+    assert len(dynamic) < 0.35 * len(float32)
+    assert relative_error(_tflite_logits(dynamic, images), expected) < 5e-2
+
+
+def test_op_histograms(repghostnet_050, tmp_path):
+    model, fused = repghostnet_050
+    fused_ops = tflite.op_histogram(fused)
+    unfused_ops = tflite.op_histogram(tflite.convert(model, image_size=224))
+    ghostnet_ops = tflite.op_histogram(
+        tflite.convert(repghost_tf.fuse(repghost_tf.GhostNet050()), image_size=64)
+    )
+    assert "CONCATENATION" not in fused_ops
+    assert not any(name.startswith("Flex") for name in fused_ops)
+    assert sum(fused_ops.values()) < sum(unfused_ops.values())
+    assert fused_ops["DEPTHWISE_CONV_2D"] == unfused_ops["DEPTHWISE_CONV_2D"]
+    # Fixed batch 1: no dynamic-shape arithmetic in front of the classifier.
+    assert not {"SHAPE", "PACK", "STRIDED_SLICE"} & set(fused_ops)
+    assert ghostnet_ops["CONCATENATION"] == 2 * 16
+    tflite.write_atomic(tmp_path / "fused.tflite", fused)
+    assert tflite.op_histogram(tmp_path / "fused.tflite") == fused_ops
+
+
+@pytest.fixture(scope="module")
+def int8_models():
+    """Full-int8 exports of one fused model with each io_type, calibrated on images that never
+    reach 0 or 255."""
+    model = repghost_tf.fuse(_randomized(repghost_tf.RepGhostNet050, classes=10))
+    calibration = [np.clip(random_images(4, 64, 64, seed=s), 20, 230) for s in range(4)]
+    return model, {
+        io_type: tflite.convert(
+            model, "int8", image_size=64, io_type=io_type, representative_data=calibration
+        )
+        for io_type in ("uint8", "int8", "float32")
+    }
+
+
+def test_uint8_and_int8_inputs_take_camera_pixels(int8_models):
+    model, flatbuffers = int8_models
+    pixels = np.round(random_images(3, 64, 64, seed=7))
+    outputs = {}
+    for io_type, flatbuffer in flatbuffers.items():
+        interpreter = tflite.make_interpreter(flatbuffer)
+        detail = interpreter.get_input_details()[0]
+        assert np.dtype(detail["dtype"]).name == io_type
+        assert np.dtype(interpreter.get_output_details()[0]["dtype"]).name == io_type
+        ops = tflite.op_histogram(flatbuffer)
+        assert "CONCATENATION" not in ops and not any(name.startswith("Flex") for name in ops)
+        outputs[io_type] = tflite.run_interpreter(interpreter, pixels)
+    # Scale 1 over the full pixel range although calibration saw only [20, 230]: a uint8 input
+    # is the camera's pixel, an int8 input is the pixel - 128.
+    uint8_input = tflite.make_interpreter(flatbuffers["uint8"]).get_input_details()[0]
+    int8_input = tflite.make_interpreter(flatbuffers["int8"]).get_input_details()[0]
+    assert uint8_input["quantization"] == (1.0, 0)
+    assert int8_input["quantization"] == (1.0, -128)
+    np.testing.assert_allclose(outputs["uint8"], outputs["int8"], atol=1e-6)
+    expected = model(pixels, training=False)
+    for io_type, logits in outputs.items():
+        assert relative_error(logits, expected) < 0.2, io_type
+
+
+class _Cumprod(keras.layers.Layer):
+    """An op that TFLite has only as a Flex (Select TF) op."""
+
+    def call(self, x):
+        return tf.math.cumprod(x, axis=1)
+
+
+keras.saving.register_keras_serializable(package="test_export")(_Cumprod)
+
+
+def _flex_model() -> keras.Model:
+    inputs = keras.Input((None, None, 3))
+    return keras.Model(inputs, _Cumprod()(inputs))
+
+
+def test_conversion_refuses_flex_ops():
+    model = _flex_model()
+    with pytest.raises(tflite.ExportError, match="Cumprod.*Flex/Select"):
+        tflite.convert(model, image_size=32)
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(tflite.fixed_input_model(model, 32))
+    converter.target_spec.supported_ops = [
+        tf.lite.OpsSet.TFLITE_BUILTINS, tf.lite.OpsSet.SELECT_TF_OPS
+    ]
+    with_flex = converter.convert()
+    assert tflite.op_histogram(with_flex) == {"FlexCumprod": 1}
+    with pytest.raises(tflite.ExportError, match="FlexCumprod"):
+        tflite.check_builtin_only(with_flex)
+
+
+def test_convert_rejects_bad_arguments():
+    model = repghost_tf.RepGhostNet050()
+    with pytest.raises(tflite.ExportError, match="unknown quantization"):
+        tflite.convert(model, "int4")
+    with pytest.raises(tflite.ExportError, match="needs quantize=int8"):
+        tflite.convert(model, "float16", io_type="uint8")
+    with pytest.raises(tflite.ExportError, match="representative_data"):
+        tflite.convert(model, "int8")
+
+
+def test_write_atomic_overwrites_and_never_half_writes(tmp_path):
+    path = tmp_path / "sub" / "model.tflite"
+    tflite.write_atomic(path, b"first")
+    tflite.write_atomic(path, b"second")
+    assert path.read_bytes() == b"second"
+    with pytest.raises(TypeError):
+        tflite.write_atomic(path, "not bytes")
+    assert path.read_bytes() == b"second"
+    assert os.listdir(path.parent) == ["model.tflite"]
+
+
+def _unexportable(kind: str) -> keras.Model:
+    if kind == "flex":
+        return _flex_model()
+    inputs = keras.Input((None, None, 3))
+    return keras.Model(inputs, repghost_tf.RepGhostNet050(classes=10)(inputs))
+
+
+@pytest.mark.parametrize("kind,message", [("nested", "cannot be fused"), ("flex", "Cumprod.*Flex")])
+def test_export_refuses_and_writes_nothing(tmp_path, kind, message):
+    path = tmp_path / "model.keras"
+    _unexportable(kind).save(path)
+    output_dir = tmp_path / "out"
+    options = tflite_export.ExportOptions(
+        model=str(path), image_size=32, verify=False, output_dir=str(output_dir)
+    )
+    with pytest.raises(tflite.ExportError, match=message):
+        tflite_export.export(options, log=lambda line: None)
+    assert not output_dir.exists()
+
+
+def test_export_rejects_unknown_quantization_and_conflicting_sources(tmp_path):
+    with pytest.raises(tflite.ExportError, match="unknown --quantize 'int4'"):
+        tflite_export.export(tflite_export.ExportOptions(width=0.5, quantize=("none", "int4")))
+    with pytest.raises(tflite.ExportError, match="either --model or --width"):
+        tflite_export.export(tflite_export.ExportOptions(model="x.keras", width=0.5))
+    with pytest.raises(tflite.ExportError, match="train one first"):
+        tflite_export.export(tflite_export.ExportOptions(runs_dir=str(tmp_path / "runs")))
+
+
+@pytest.mark.parametrize("problem", ["missing", "corrupt", "no_run"])
+def test_cli_fails_with_one_line(tmp_path, problem):
+    corrupt = tmp_path / "corrupt.keras"
+    corrupt.write_bytes(b"this is not a zip archive")
+    arguments = {
+        "missing": [f"--model={tmp_path / 'missing.keras'}"],
+        "corrupt": [f"--model={corrupt}"],
+        "no_run": [f"--runs_dir={tmp_path / 'runs'}", "--quantize=int8"],
+    }[problem]
+    result = subprocess.run(
+        [sys.executable, os.path.join(REPO, "export_tflite.py"), *arguments],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "PYTHONPATH": REPO},
+    )
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith("export_tflite.py: error: "), result.stderr
+    assert "Traceback" not in result.stderr
+    assert sorted(os.listdir(tmp_path)) == ["corrupt.keras"]
