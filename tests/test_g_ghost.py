@@ -349,3 +349,17 @@ def test_official_checkpoint_converts_through_convert_torch(tmp_path):
 
     with pytest.raises(ValueError, match="layer1.0.conv1.weight"):
         convert_checkpoint(checkpoint, "g_ghost_regnetx_004")
+
+
+def test_float32_tflite_export_matches_keras():
+    from repghost_tf import tflite
+
+    model = GGhostRegNetX002(classifier_activation=None)
+    randomize_batchnorms(model, seed=13)
+    deployed = repghost_tf.fuse(model)
+    flatbuffer = tflite.convert(deployed, image_size=96)
+    histogram = tflite.op_histogram(flatbuffer)
+    assert not any("FLEX" in op.upper() for op in histogram)
+    images = random_images(2, 96, 96, seed=14)
+    outputs = tflite.run_interpreter(tflite.make_interpreter(flatbuffer), images)
+    assert relative_error(outputs, deployed(images, training=False)) < 1e-5
