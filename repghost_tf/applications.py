@@ -65,6 +65,15 @@ def image_input(input_shape, input_tensor, include_preprocessing: bool):
     return inputs, normalised
 
 
+def pool_features(x, pooling: str | None, name: str):
+    """The output of a model without its top: 4D features, or their global "avg" or "max"."""
+    if pooling == "avg":
+        return layers.GlobalAveragePooling2D(name=name)(x)
+    if pooling == "max":
+        return layers.GlobalMaxPooling2D(name=name)(x)
+    return x
+
+
 def load_weights_file(model: keras.Model, path: str) -> None:
     """Loads a `.weights.h5` file, or the weights of a `.keras` model of the same architecture."""
     if str(path).endswith(".weights.h5"):

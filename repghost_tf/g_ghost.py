@@ -20,7 +20,12 @@ import keras
 import numpy as np
 from keras import layers, ops
 
-from repghost_tf.applications import check_arguments, image_input, load_weights_file
+from repghost_tf.applications import (
+    check_arguments,
+    image_input,
+    load_weights_file,
+    pool_features,
+)
 from repghost_tf.layers import ConvBN, FusableLayer, channels_shape
 
 _register = keras.saving.register_keras_serializable(package="repghost_tf")
@@ -274,12 +279,8 @@ def GGhostRegNetX(
         if dropout_rate > 0:
             x = layers.Dropout(dropout_rate, name="dropout")(x)
         outputs = layers.Dense(classes, activation=classifier_activation, name="fc")(x)
-    elif pooling == "avg":
-        outputs = layers.GlobalAveragePooling2D(name="avgpool")(x)
-    elif pooling == "max":
-        outputs = layers.GlobalMaxPooling2D(name="maxpool")(x)
     else:
-        outputs = x
+        outputs = pool_features(x, pooling, name=f"{pooling}pool")
 
     model = keras.Model(inputs, outputs, name=name or f"g_ghost_regnetx_{variant}")
     if weights is not None:

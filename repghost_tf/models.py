@@ -11,7 +11,12 @@ from typing import Callable
 import keras
 from keras import layers
 
-from repghost_tf.applications import check_arguments, image_input, load_weights_file
+from repghost_tf.applications import (
+    check_arguments,
+    image_input,
+    load_weights_file,
+    pool_features,
+)
 from repghost_tf.g_ghost import G_GHOST_MODELS
 from repghost_tf.layers import (
     REPARAM_BRANCHES,
@@ -253,12 +258,8 @@ def _ghost_net(
         if dropout_rate > 0:
             x = layers.Dropout(dropout_rate, name="dropout")(x)
         outputs = layers.Dense(classes, activation=classifier_activation, name="classifier")(x)
-    elif pooling == "avg":
-        outputs = layers.GlobalAveragePooling2D(name="global_pool")(x)
-    elif pooling == "max":
-        outputs = layers.GlobalMaxPooling2D(name="global_pool")(x)
     else:
-        outputs = x
+        outputs = pool_features(x, pooling, name="global_pool")
 
     model = keras.Model(inputs, outputs, name=name or f"{family}_{width_tag(width)}")
     if weights is not None:
