@@ -56,6 +56,10 @@ _BENCHMARK_MODEL = flags.DEFINE_string(
     "benchmark_model", None,
     "Host path of the official Android benchmark_model binary to push and run.",
 )
+_USE_GPU = flags.DEFINE_boolean(
+    "use_gpu", False,
+    "Pass --use_gpu=true: run on the TFLite GPU delegate (float models; G-GhostNet's target).",
+)
 _OP_PROFILING = flags.DEFINE_boolean(
     "enable_op_profiling", False,
     "Pass --enable_op_profiling=true: the logs then show where the time goes per op type.",
@@ -267,12 +271,15 @@ def device_description(adb: Adb) -> str:
 
 
 def benchmark_command(
-    binary: str, graph: str, threads: int, warmup_runs: int, num_runs: int, op_profiling: bool
+    binary: str, graph: str, threads: int, warmup_runs: int, num_runs: int, op_profiling: bool,
+    use_gpu: bool = False,
 ) -> str:
     arguments = [
         binary, f"--graph={graph}", f"--num_threads={threads}", "--use_xnnpack=true",
         f"--warmup_runs={warmup_runs}", f"--num_runs={num_runs}",
     ]
+    if use_gpu:
+        arguments.append("--use_gpu=true")
     if op_profiling:
         arguments.append("--enable_op_profiling=true")
     return shlex.join(arguments)
@@ -321,6 +328,7 @@ def run_on_device(
     warmup_runs: int,
     num_runs: int,
     op_profiling: bool = False,
+    use_gpu: bool = False,
     log_dir: str | None = None,
     log: Callable[[str], None] = print,
 ) -> list[Result]:
@@ -335,7 +343,9 @@ def run_on_device(
         graph = f"{REMOTE_DIR}/{os.path.basename(model.path)}"
         adb.push(model.path, graph)
         for count in threads:
-            command = benchmark_command(remote_binary, graph, count, warmup_runs, num_runs, op_profiling)
+            command = benchmark_command(
+                remote_binary, graph, count, warmup_runs, num_runs, op_profiling, use_gpu
+            )
             try:
                 text, failure = adb.shell(command), None
             except AdbCommandError as error:
@@ -397,7 +407,7 @@ def _main() -> None:
     results = run_on_device(
         adb, binary, models, settings["threads"], image_size=settings["image_size"],
         warmup_runs=settings["warmup_runs"], num_runs=settings["num_runs"],
-        op_profiling=_OP_PROFILING.value, log_dir=os.path.join(output_dir, "logs"),
+        op_profiling=_OP_PROFILING.value, use_gpu=_USE_GPU.value, log_dir=os.path.join(output_dir, "logs"),
     )
     environment = {**results_io.host_environment(), "machine": description}
     document = results_io.make_document("device", environment, {**settings, "models": names}, results)

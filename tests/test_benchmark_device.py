@@ -286,3 +286,14 @@ def test_device_results_use_the_shared_schema(tmp_path):
     assert results_io.load_document(paths["json"])["results"][0]["mean_ms"] == pytest.approx(1240.27)
     assert "| repghostnet_050 | fused | float32 | 1 |" in Path(paths["markdown"]).read_text()
     assert "ORT" not in Path(paths["markdown"]).read_text()
+
+
+def test_runner_asks_for_the_gpu_delegate(tmp_path, fake_adb):
+    adb_path = device.find_adb("adb")
+    adb = device.Adb(adb_path, device.select_device(adb_path, None))
+    device.run_on_device(
+        adb, __file__, [_exported(tmp_path, name="g_ghost_regnetx_002")], [1], image_size=224,
+        warmup_runs=1, num_runs=10, use_gpu=True, log=lambda _: None,
+    )
+    runs = [call[3] for call in fake_adb()[1:] if call[2] == "shell" and "--graph=" in call[3]]
+    assert len(runs) == 1 and runs[0].endswith("--use_gpu=true")
