@@ -27,6 +27,25 @@ def randomize_batchnorms(model: keras.Model, seed: int = 0) -> None:
             ])
 
 
+def assert_fusion_is_exact(model: keras.Model, sizes) -> None:
+    """`repghost_tf.fuse(model)` gives the same logits at every (height, width) in `sizes`, has no
+    BatchNorm left, and leaves `model` itself in its training form."""
+    import repghost_tf
+
+    randomize_batchnorms(model, seed=1)
+    deployed = repghost_tf.fuse(model)
+    for height, width in sizes:
+        images = random_images(2, height, width, seed=height)
+        expected = model(images, training=False)
+        assert np.linalg.norm(expected) > 1.0
+        assert relative_error(deployed(images, training=False), expected) < 1e-5
+    assert repghost_tf.is_fused(deployed)
+    assert not repghost_tf.is_fused(model), "fuse() must leave the original untouched"
+    assert not any(
+        isinstance(layer, keras.layers.BatchNormalization) for layer in walk_layers(deployed)
+    )
+
+
 def random_images(batch: int, height: int, width: int, seed: int = 0) -> np.ndarray:
     """Raw RGB pixels in [0, 255], the input the models take."""
     return np.random.default_rng(seed).uniform(0, 255, (batch, height, width, 3)).astype("float32")

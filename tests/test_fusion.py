@@ -1,12 +1,11 @@
 """Fusion is exact: fused and unfused nets agree on random inputs with random BN statistics."""
 
 import keras
-import numpy as np
 import pytest
 
 import repghost_tf
 from repghost_tf.layers import walk_layers
-from helpers import randomize_batchnorms, random_images, relative_error
+from helpers import assert_fusion_is_exact
 
 VARIANTS = [
     *[(repghost_tf.RepGhostNet, {"width": w}) for w in (0.5, 0.58, 0.8, 1.0, 1.11, 1.3, 1.5, 2.0)],
@@ -26,16 +25,7 @@ def _layer_types(model):
 )
 def test_fused_model_matches_training_form(constructor, kwargs):
     model = constructor(classifier_activation=None, **kwargs)
-    randomize_batchnorms(model, seed=1)
-    deployed = repghost_tf.fuse(model)
-    for height, width in ((224, 224), (193, 161)):
-        images = random_images(2, height, width, seed=height)
-        expected = model(images, training=False)
-        assert np.linalg.norm(expected) > 1.0
-        assert relative_error(deployed(images, training=False), expected) < 1e-5
-    assert repghost_tf.is_fused(deployed)
-    assert not repghost_tf.is_fused(model), "fuse() must leave the original untouched"
-    assert keras.layers.BatchNormalization not in _layer_types(deployed)
+    assert_fusion_is_exact(model, sizes=((224, 224), (193, 161)))
 
 
 def test_repghostnet_deploy_graph_has_no_concat_and_one_depthwise_per_module():

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import repghost_tf
-from helpers import randomize_batchnorms, random_images, relative_error
+from helpers import assert_fusion_is_exact, randomize_batchnorms, random_images, relative_error
 from repghost_tf.g_ghost import (
     G_GHOST_MODELS,
     GGhostRegNetX,
@@ -274,17 +274,7 @@ def test_state_dict_mismatch_names_the_tensor():
 @pytest.mark.parametrize("variant", ["002", "016"])
 def test_fused_model_matches_training_form(variant):
     model = GGhostRegNetX(variant, classifier_activation=None)
-    randomize_batchnorms(model, seed=1)
-    deployed = repghost_tf.fuse(model)
-    for height, width in ((64, 64), (75, 49)):
-        images = random_images(2, height, width, seed=height)
-        expected = model(images, training=False)
-        assert np.linalg.norm(expected) > 1.0
-        assert relative_error(deployed(images, training=False), expected) < 1e-5
-    assert repghost_tf.is_fused(deployed) and not repghost_tf.is_fused(model)
-    assert not any(
-        isinstance(layer, keras.layers.BatchNormalization) for layer in walk_layers(deployed)
-    )
+    assert_fusion_is_exact(model, sizes=((64, 64), (75, 49)))
 
 
 @pytest.mark.parametrize("form", ["training", "deploy"])
