@@ -3,6 +3,7 @@
     python export_tflite.py --quantize int8                  # the latest run of train.py
     python export_tflite.py --model=runs/x/best.keras --quantize none,float16,int8
     python export_tflite.py --width=1.0 --quantize int8      # random weights, for latency only
+    python export_tflite.py --model=g_ghost_regnetx_002      # any name of repghost_tf.MODELS, too
 
 Every model is fused to its deploy form first, has batch 1 and only TFLite builtin ops. Next to
 each `.tflite` go a JSON verification report and, when the classes are the dataset's, a labels
@@ -26,13 +27,18 @@ from repghost_tf.tflite_export import ExportOptions, export  # noqa: E402
 
 flags.DEFINE_string(
     "model", None,
-    "A .keras model (training or deploy form, or a converted official checkpoint). Default: the "
+    "A .keras model (training or deploy form, or a converted official checkpoint), or, when no "
+    "such file exists, a name of repghost_tf.MODELS (repghostnet_050, ghostnet_100, "
+    "g_ghost_regnetx_002, ...) built with random weights (latency only). Default: the "
     "deploy.keras (else best.keras) of the run named in <runs_dir>/LATEST.")
 flags.DEFINE_float(
-    "width", None, "Instead of --model: a randomly initialised model of this width (latency only).")
+    "width", None,
+    "Instead of --model: a randomly initialised --family model of this width, any positive "
+    "one (latency only); --width=0.5 builds what --model=repghostnet_050 does.")
 flags.DEFINE_enum(
     "family", "repghostnet", ["repghostnet", "ghostnet"], "Architecture for --width.")
-flags.DEFINE_integer("classes", 1000, "Classes of the --width model.", lower_bound=1)
+flags.DEFINE_integer(
+    "classes", 1000, "Classes of a random-weight model (--width or a model name).", lower_bound=1)
 flags.DEFINE_string("runs_dir", "runs", "Where train.py writes runs and LATEST.")
 flags.DEFINE_list(
     "quantize", ["none"],
@@ -67,7 +73,8 @@ flags.DEFINE_integer(
 flags.DEFINE_boolean("verify", True, "Verify against Keras on --eval_dataset.")
 flags.DEFINE_string("data_dir", None, "TFDS data directory.")
 flags.DEFINE_string(
-    "output_dir", None, "Where to write; default: next to the model (runs/export for --width).")
+    "output_dir", None,
+    "Where to write; default: next to the model (runs/export for random weights).")
 flags.DEFINE_integer(
     "num_threads", 1, "Interpreter threads for verification.", lower_bound=1)
 

@@ -1,8 +1,9 @@
 """The export pipeline behind export_tflite.py, and its verification report.
 
-`export` finds the model (a .keras file, the latest training run, or random weights), fuses it,
-converts it once per quantization, checks each flatbuffer against the Keras model on a labelled
-split, and writes the .tflite, a JSON report and a labels file next to each other, atomically.
+`export` finds the model (a .keras file, the latest training run, or random weights of a named
+architecture or a width), fuses it, converts it once per quantization, checks each flatbuffer
+against the Keras model on a labelled split, and writes the .tflite, a JSON report and a labels
+file next to each other, atomically.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import numpy as np
 from repghost_tf import data
 from repghost_tf.deploy import fuse
 from repghost_tf.layers import FusableLayer, walk_layers
-from repghost_tf.models import GhostNet, RepGhostNet
+from repghost_tf.models import MODELS, GhostNet, RepGhostNet
 from repghost_tf.tflite import (
     QUANTIZATIONS,
     ExportError,
@@ -31,6 +32,7 @@ from repghost_tf.tflite import (
 
 _DEFAULT_IMAGE_SIZE = 224
 _RANDOM_MODEL_DIR = os.path.join("runs", "export")
+_LIST_MODELS = "python -c 'import repghost_tf; print(*repghost_tf.MODELS)'"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,7 +96,7 @@ def export(options: ExportOptions, log: Callable[[str], None] = print) -> list[s
             )
             report = {
                 "model_name": model.name,
-                "source": model_path or f"random {options.family} width {options.width}",
+                "source": model_path or f"random {_architecture(options)}",
                 "form": "deploy" if is_fused_deep(exported) else "training",
                 "quantize": quantize,
                 "io_type": io_type,
@@ -155,18 +157,24 @@ def _file_stem(name: str, form: str, quantize: str, io_type: str) -> str:
 
 
 def find_model(options: ExportOptions) -> str | None:
-    """The .keras file to export: --model, else the latest run's; None for --width."""
+    """The .keras file to export: --model when it is a file, else the latest run's; None for a
+    random-weight model (--width, or --model naming an architecture of `repghost_tf.MODELS`)."""
     if options.model and options.width is not None:
         raise ExportError("pass either --model or --width, not both")
     if options.width is not None:
         return None
     if options.model:
-        if not os.path.isfile(options.model):
-            raise ExportError(f"--model: no such file: {options.model}")
-        return options.model
+        if os.path.isfile(options.model):
+            return options.model
+        if options.model in MODELS:
+            return None
+        raise ExportError(
+            f"--model={options.model} is neither a file nor a model name; "
+            f"list the names with: {_LIST_MODELS}"
+        )
     latest = os.path.join(options.runs_dir, "LATEST")
     hint = ("train one first (python train.py --width=0.5), "
-            "or pass --model=PATH.keras or --width=0.5")
+            "or pass --model=PATH.keras, --model=NAME or --width=0.5")
     if not os.path.isfile(latest):
         raise ExportError(f"no trained model: {latest} does not exist; {hint}")
     with open(latest, encoding="utf-8") as file:
@@ -193,12 +201,22 @@ def load_model(path: str) -> keras.Model:
 
 
 def random_model(options: ExportOptions) -> keras.Model:
-    """A randomly initialised logits model of --family and --width, for latency work."""
+    """A randomly initialised logits model, for latency work: the architecture --model names,
+    else --family at --width."""
+    if options.width is None:
+        return MODELS[options.model](classes=options.classes, classifier_activation=None)
     constructor = RepGhostNet if options.family == "repghostnet" else GhostNet
     try:
         return constructor(width=options.width, classes=options.classes, classifier_activation=None)
     except ValueError as error:
         raise ExportError(f"--width={options.width}: {error}") from error
+
+
+def _architecture(options: ExportOptions) -> str:
+    """The random-weight model's architecture, as the report's source names it."""
+    if options.width is None:
+        return options.model
+    return f"{options.family} width {options.width}"
 
 
 def is_fused_deep(model: keras.Model) -> bool:

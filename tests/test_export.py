@@ -1,6 +1,7 @@
 """TFLite export: float parity with Keras, builtin ops only, quantized input types, atomic files,
 and the export pipeline's refusals (one line, nothing written)."""
 
+import json
 import os
 import subprocess
 import sys
@@ -202,7 +203,26 @@ def test_export_rejects_unknown_quantization_and_conflicting_sources(tmp_path):
         tflite_export.export(tflite_export.ExportOptions(runs_dir=str(tmp_path / "runs")))
 
 
-@pytest.mark.parametrize("problem", ["missing", "corrupt", "no_run"])
+def test_export_builds_a_model_name_with_random_weights(tmp_path):
+    for name in repghost_tf.MODELS:  # every family; no file of that name in the working directory
+        assert tflite_export.find_model(tflite_export.ExportOptions(model=name)) is None
+    options = tflite_export.ExportOptions(
+        model="g_ghost_regnetx_002", image_size=64, verify=False, output_dir=str(tmp_path)
+    )
+    written = tflite_export.export(options, log=lambda line: None)
+    assert sorted(os.path.basename(path) for path in written) == [
+        "g_ghost_regnetx_002_float32.json", "g_ghost_regnetx_002_float32.tflite"
+    ]
+    report = json.loads((tmp_path / "g_ghost_regnetx_002_float32.json").read_text())
+    assert report["source"] == "random g_ghost_regnetx_002" and report["form"] == "deploy"
+    assert report["model"]["input"] == {"dtype": "float32", "shape": [1, 64, 64, 3]}
+    assert report["model"]["output"] == {"dtype": "float32", "shape": [1, 1000]}
+    ops = tflite.op_histogram(tmp_path / "g_ghost_regnetx_002_float32.tflite")
+    assert ops == report["model"]["op_histogram"] and "CONV_2D" in ops
+    assert not any(name.startswith("Flex") for name in ops)
+
+
+@pytest.mark.parametrize("problem", ["missing", "corrupt", "no_run", "unknown_name"])
 def test_cli_fails_with_one_line(tmp_path, problem):
     corrupt = tmp_path / "corrupt.keras"
     corrupt.write_bytes(b"this is not a zip archive")
@@ -210,6 +230,7 @@ def test_cli_fails_with_one_line(tmp_path, problem):
         "missing": [f"--model={tmp_path / 'missing.keras'}"],
         "corrupt": [f"--model={corrupt}"],
         "no_run": [f"--runs_dir={tmp_path / 'runs'}", "--quantize=int8"],
+        "unknown_name": ["--model=repghostnet_999"],
     }[problem]
     result = subprocess.run(
         [sys.executable, os.path.join(REPO, "export_tflite.py"), *arguments],
@@ -220,4 +241,9 @@ def test_cli_fails_with_one_line(tmp_path, problem):
     lines = result.stderr.strip().splitlines()
     assert lines[-1].startswith("export_tflite.py: error: "), result.stderr
     assert "Traceback" not in result.stderr
+    if problem == "unknown_name":
+        assert lines[-1] == (
+            "export_tflite.py: error: --model=repghostnet_999 is neither a file nor a model "
+            "name; list the names with: python -c 'import repghost_tf; print(*repghost_tf.MODELS)'"
+        )
     assert sorted(os.listdir(tmp_path)) == ["corrupt.keras"]
