@@ -44,6 +44,12 @@ OUTPUT_DIR = flags.DEFINE_string(
 MODEL_DIR = flags.DEFINE_string(
     "model_dir", None, "Where to write the exported .tflite/.onnx files; defaults to <output_dir>/models."
 )
+MERGE = flags.DEFINE_boolean(
+    "merge", False,
+    "Add this run's results to the results.json already in --output_dir (e.g. one more model "
+    "in a committed table), replacing those of the same model, form, precision, runtime and "
+    "threads, instead of overwriting it.",
+)
 REUSE_EXPORTS = flags.DEFINE_boolean(
     "reuse_exports", False,
     "Time the files already in --model_dir instead of exporting again (e.g. to re-time the same "
@@ -87,6 +93,21 @@ def output_dir(kind: str) -> str:
         return OUTPUT_DIR.value
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
     return os.path.join("runs", kind, stamp)
+
+
+def merge_base(run_dir: str, kind: str) -> dict | None:
+    """The run already in `run_dir` that --merge adds to; None without --merge or where there is
+    none. Read before anything is timed, so that a bad file fails first."""
+    path = os.path.join(run_dir, "results.json")
+    if not MERGE.value or not os.path.isfile(path):
+        return None
+    try:
+        document = results_io.load_document(path)
+    except (OSError, results_io.SchemaError) as error:
+        raise FlagError(f"--merge: cannot read {path}: {error}") from None
+    if document["kind"] != kind:
+        raise FlagError(f"--merge: {path} holds a {document['kind']} run, not a {kind} run")
+    return document
 
 
 def model_dir(run_dir: str) -> str:

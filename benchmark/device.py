@@ -381,6 +381,8 @@ def _main() -> None:
     if not os.path.isfile(binary):
         raise DeviceError(f"benchmark_model binary not found: {binary}")
     settings = common_flags.settings()
+    output_dir = common_flags.output_dir("device")
+    base = common_flags.merge_base(output_dir, "device")
     executable = find_adb(_ADB.value)
     adb = Adb(executable, select_device(executable, _SERIAL.value))
     from benchmark import export  # TensorFlow: only once the cheap checks have passed.
@@ -392,7 +394,6 @@ def _main() -> None:
     description = device_description(adb)
     print(f"device: {description}")
 
-    output_dir = common_flags.output_dir("device")
     names = settings["models"]
     if settings["mobilenetv3"] == "closest":
         names = export.with_closest_mobilenetv3(names, settings["image_size"])
@@ -411,6 +412,8 @@ def _main() -> None:
     )
     environment = {**results_io.host_environment(), "machine": description}
     document = results_io.make_document("device", environment, {**settings, "models": names}, results)
+    if base is not None:
+        document = results_io.merge_documents(base, document)
     paths = results_io.write_run(output_dir, document)
     print(results_io.markdown_table(results))
     print("wrote " + ", ".join(paths.values()))

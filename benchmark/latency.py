@@ -8,8 +8,9 @@ before anything is timed, so that conversion threads do not disturb the timings.
 
 Usage: python -m benchmark.latency [--models=repghostnet_050,ghostnet_050] [--threads=1,4]
            [--precisions=float32,int8] [--output_dir=runs/host/NAME]
-Writes results.json, results.csv and results.md in the run directory; the flatbuffers and ONNX
-files timed go to --model_dir (default: models/ in the run directory).
+Writes results.json, results.csv and results.md in the run directory (--merge: adds to the run
+already there); the flatbuffers and ONNX files timed go to --model_dir (default: models/ in the
+run directory).
 """
 
 from __future__ import annotations
@@ -239,6 +240,8 @@ def main(argv: list[str]) -> None:
     try:
         settings = common_flags.settings()
         export.check_names(settings["models"])
+        output_dir = common_flags.output_dir("host")
+        base = common_flags.merge_base(output_dir, "host")
     except (common_flags.FlagError, export.UnknownModelError) as error:
         sys.exit(f"error: {error}")
     peer = _PEER.value and peer_available()
@@ -247,7 +250,6 @@ def main(argv: list[str]) -> None:
     names = settings["models"]
     if settings["mobilenetv3"] == "closest":
         names = export.with_closest_mobilenetv3(names, settings["image_size"])
-    output_dir = common_flags.output_dir("host")
     environment = results_io.host_environment()
     load_before = _load_average()
     try:
@@ -264,6 +266,8 @@ def main(argv: list[str]) -> None:
     document = results_io.make_document(
         "host", environment, {**settings, "models": names, "peer": peer}, results
     )
+    if base is not None:
+        document = results_io.merge_documents(base, document)
     paths = results_io.write_run(output_dir, document)
     print(results_io.markdown_table(results))
     print("wrote " + ", ".join(paths.values()))

@@ -167,6 +167,34 @@ def make_document(
     return document
 
 
+def merge_documents(previous: dict, new: dict) -> dict[str, Any]:
+    """`previous` with the results of `new` (a run of the same kind) added: a result of the same
+    model, form, precision, runtime and thread count is replaced in place, the others are kept,
+    new ones go last. The models added and the environment they were timed in are listed under
+    environment["merged"], which the Markdown shows next to the original run's."""
+    validate_document(previous)
+    added = validate_document(new)
+    if previous["kind"] != new["kind"]:
+        raise SchemaError(f"cannot merge a {new['kind']} run into a {previous['kind']} run")
+    replacements = {_configuration(r): r for r in added}
+    results = [replacements.pop(_configuration(r), r) for r in validate_document(previous)]
+    results += [r for r in added if _configuration(r) in replacements]
+    models = list(dict.fromkeys(r.model for r in added))
+    environment = dict(previous["environment"])
+    environment["merged"] = [
+        *environment.get("merged", []),
+        {"models": models, **new["environment"],
+         "settings": {k: v for k, v in new["settings"].items() if k != "models"}},
+    ]
+    settings = dict(previous["settings"])
+    settings["models"] = list(dict.fromkeys([*settings.get("models", []), *models]))
+    return make_document(previous["kind"], environment, settings, results)
+
+
+def _configuration(result: Result) -> tuple:
+    return result.model, result.form, result.precision, result.runtime, result.threads
+
+
 def load_document(path: str | os.PathLike) -> dict[str, Any]:
     """Reads and validates a results.json."""
     with open(path, encoding="utf-8") as file:
@@ -266,6 +294,13 @@ def to_markdown(document: dict) -> str:
         lines.append(f"- 1-minute load average before / after: {env['load_average']}")
     if env.get("git"):
         lines.append(f"- code: {env['git']}")
+    for merged in env.get("merged", []):
+        lines.append(
+            f"- merged in later: {', '.join(merged.get('models', []))}, run of "
+            f"{merged.get('date', 'unknown date')}, {merged.get('settings', {}).get('num_runs')} "
+            f"timed runs, load average before / after {merged.get('load_average')}, "
+            f"code {merged.get('git')}"
+        )
     lines += ["", markdown_table(results)]
     return "\n".join(lines)
 

@@ -72,6 +72,32 @@ def test_document_round_trip_through_every_writer(tmp_path):
     ]
 
 
+def test_merge_replaces_same_configuration_and_keeps_the_rest(tmp_path):
+    previous = document([result(), result(threads=2, median_ms=1.7), result(model="ghostnet_050")])
+    later = results_io.make_document(
+        "host", {"date": "tomorrow", "load_average": "2.0 / 2.5", "git": "abc1234"},
+        {"models": ["repghostnet_050", "g_ghost_regnetx_002"], "num_runs": 300},
+        [result(median_ms=2.5), result(model="g_ghost_regnetx_002", family="G-GhostNet", width=None)],
+    )
+    merged = results_io.merge_documents(previous, later)
+    rows = results_io.validate_document(merged)
+    assert [(r.model, r.threads, r.median_ms) for r in rows] == [
+        ("repghostnet_050", 1, 2.5), ("repghostnet_050", 2, 1.7), ("ghostnet_050", 1, 3.0),
+        ("g_ghost_regnetx_002", 1, 3.0),
+    ]
+    assert merged["environment"]["date"] == "today"
+    assert merged["environment"]["merged"] == [{
+        "models": ["repghostnet_050", "g_ghost_regnetx_002"], "date": "tomorrow",
+        "load_average": "2.0 / 2.5", "git": "abc1234", "settings": {"num_runs": 300},
+    }]
+    assert merged["settings"]["models"] == ["repghostnet_050", "g_ghost_regnetx_002"]
+    markdown = Path(results_io.write_run(tmp_path, merged)["markdown"]).read_text()
+    assert ("- merged in later: repghostnet_050, g_ghost_regnetx_002, run of tomorrow, 300 timed "
+            "runs, load average before / after 2.0 / 2.5, code abc1234") in markdown
+    with pytest.raises(results_io.SchemaError, match="cannot merge a device run"):
+        results_io.merge_documents(previous, {**later, "kind": "device"})
+
+
 def test_markdown_without_a_peer_has_no_ratio_columns():
     table = results_io.markdown_table([result()])
     assert "ORT" not in table and "XNNPACK" not in table and table.count("\n") == 3
