@@ -21,6 +21,8 @@ BUILTIN_DATASET = "synthetic_shapes"
 FOLDER_PREFIX = "folder:"
 IMAGENET = "imagenet2012"
 IMAGENET_MANUAL_FILES = ("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar")
+# Splits of builders whose metadata may not be on disk yet (e.g. under tfds.testing.mock_data).
+_KNOWN_SPLITS = {IMAGENET: {"train", "validation", "test"}}
 EVAL_CROP_FRACTION = 0.875  # 224 / 256
 # timm fills RandAugment's empty borders and erased pixels in terms of the ImageNet statistics.
 _MEAN_PIXEL = (0.485 * 255, 0.456 * 255, 0.406 * 255)
@@ -99,8 +101,9 @@ def num_classes(name: str, data_dir: str | None = None) -> int:
 
 
 def num_examples(name: str, split: str, data_dir: str | None = None) -> int:
-    """Examples in `split`, sub-splits like "train[:90%]" included."""
-    return builder(name, data_dir).info.splits[split].num_examples
+    """Examples in `split`, sub-splits like "train[:90%]" included; 0 without split metadata."""
+    splits = builder(name, data_dir).info.splits
+    return splits[split].num_examples if splits.keys() else 0
 
 
 def default_splits(name: str, data_dir: str | None = None) -> tuple[str, str, str | None]:
@@ -109,7 +112,7 @@ def default_splits(name: str, data_dir: str | None = None) -> tuple[str, str, st
     The validation split picks the best model; the test split is scored once at the end.
     imagenet2012's test split has no labels, so its validation split is its test split.
     """
-    splits = set(builder(name, data_dir).info.splits.keys())
+    splits = set(builder(name, data_dir).info.splits.keys()) or _KNOWN_SPLITS.get(name, set())
     if "train" not in splits:
         raise DatasetError(f"{name} has no train split (it has {', '.join(sorted(splits))}).")
     evaluation = [s for s in ("validation", "val", "test") if s in splits]
@@ -137,12 +140,15 @@ def make_dataset(
     input_context: tf.distribute.InputContext | None = None,
     shuffle_buffer: int = 10_000,
     seed: int | None = None,
+    drop_remainder: bool = False,
 ) -> tf.data.Dataset:
     """Batches of (float32 images in [0, 255], int32 labels) from `split` of dataset `name`.
 
     training=True: shuffled, repeated forever, augmented, non-deterministic order, full batches.
     training=False: one pass in order, resized to image_size / 0.875 and centre-cropped.
-    With `input_context` (tf.distribute), the dataset is this input pipeline's shard.
+    With `input_context` (tf.distribute), the dataset is this input pipeline's shard;
+    drop_remainder=True also drops a last partial evaluation batch (replicas cannot take
+    empty per-replica batches).
     """
     source = prepare(name, data_dir, manual_dir)
     pipelines = input_context.num_input_pipelines if input_context else 1
@@ -172,7 +178,7 @@ def make_dataset(
             lambda encoded, label: (eval_image(encoded, image_size), tf.cast(label, tf.int32)),
             num_parallel_calls=tf.data.AUTOTUNE,
         )
-        dataset = dataset.batch(batch_size)
+        dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
     options = tf.data.Options()
     options.deterministic = not training
     return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)

@@ -1,0 +1,111 @@
+"""What a training run leaves on disk, written so that a kill at any moment loses at most the epoch
+in progress: per-epoch checkpoints (model, optimizer, EMA, best EMA, epoch, step), `.keras` models,
+and small JSON/text files, each written to a temporary name and renamed into place.
+
+Under multi-worker training every worker runs the same writes (tf.distribute may need all of them
+to take part); only the chief's land in the output directory, the others go to a scratch
+directory that is deleted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from typing import Callable
+
+import keras
+import tensorflow as tf
+
+CHECKPOINT_DIR = "checkpoints"
+STATE_FILE = "state.json"
+KEEP_CHECKPOINTS = 2
+
+
+def write_atomically(path: str, write: Callable[[str], None], is_chief: bool = True) -> None:
+    """Calls write(temporary path), then renames it onto `path` (chief) or deletes it (others).
+
+    The temporary path keeps `path`'s suffix (Keras checks ".keras") and sits in the same
+    directory, so the rename is atomic.
+    """
+    directory, name = os.path.split(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    temporary = os.path.join(directory, f".tmp-{uuid.uuid4().hex}-{name}")
+    try:
+        write(temporary)
+        if is_chief:
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path)
+            os.replace(temporary, path)
+    finally:
+        if os.path.isdir(temporary):
+            shutil.rmtree(temporary)
+        elif os.path.exists(temporary):
+            os.remove(temporary)
+
+
+def write_text(path: str, text: str, is_chief: bool = True) -> None:
+    def write(temporary: str) -> None:
+        with open(temporary, "w", encoding="utf-8") as file:
+            file.write(text)
+
+    write_atomically(path, write, is_chief)
+
+
+def write_json(path: str, value: dict, is_chief: bool = True) -> None:
+    write_text(path, json.dumps(value, indent=2, sort_keys=True) + "\n", is_chief)
+
+
+def save_model(model: keras.Model, path: str, is_chief: bool = True) -> None:
+    write_atomically(path, model.save, is_chief)
+
+
+class Checkpoints:
+    """Per-epoch training checkpoints under <output_dir>/checkpoints, with a state.json that
+    names the newest complete one; only checkpoints it names are ever restored."""
+
+    def __init__(self, output_dir: str, is_chief: bool, **trackables):
+        self.directory = os.path.join(output_dir, CHECKPOINT_DIR)
+        self.is_chief = is_chief
+        self.checkpoint = tf.train.Checkpoint(**trackables)
+
+    @property
+    def state_path(self) -> str:
+        return os.path.join(self.directory, STATE_FILE)
+
+    def state(self) -> dict | None:
+        """The state.json of the newest checkpoint, or None when there is none."""
+        if not os.path.isfile(self.state_path):
+            return None
+        with open(self.state_path, encoding="utf-8") as file:
+            return json.load(file)
+
+    def save(self, epoch: int, state: dict) -> None:
+        """Writes the checkpoint of finished epoch `epoch`, then points state.json at it."""
+        name = f"epoch-{epoch:04d}"
+        write_atomically(
+            os.path.join(self.directory, name),
+            lambda temporary: self.checkpoint.write(os.path.join(temporary, "ckpt")),
+            self.is_chief,
+        )
+        write_json(self.state_path, {**state, "epoch": epoch, "checkpoint": name}, self.is_chief)
+        if self.is_chief:
+            self._prune(keep=name)
+
+    def restore(self) -> dict:
+        """Restores the newest checkpoint; returns its state."""
+        state = self.state()
+        path = os.path.join(self.directory, state["checkpoint"], "ckpt")
+        self.checkpoint.read(path).assert_existing_objects_matched()
+        return state
+
+    def clear(self) -> None:
+        if self.is_chief and os.path.isdir(self.directory):
+            shutil.rmtree(self.directory)
+
+    def _prune(self, keep: str) -> None:
+        finished = sorted(d for d in os.listdir(self.directory) if d.startswith("epoch-"))
+        for name in finished[:-KEEP_CHECKPOINTS]:
+            if name != keep:
+                shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)

@@ -1,0 +1,256 @@
+"""Training: a short run that learns, EMA evaluation, mirrored and multi-worker runs,
+kill-and-resume, NaN handling, the imagenet2012 path, and command-line validation."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from repghost_tf import data
+from repghost_tf.training import ConfigError, TrainConfig, TrainingDiverged, train, validate
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = "synthetic_shapes/tiny"
+CHANCE = 0.25  # the tiny set has four classes
+# A short schedule on the tiny built-in set: two epochs of 300 steps (8 passes over its 1,200
+# training images) take a from-scratch RepGhostNet 0.5x from chance (25%) to about 55% top-1.
+SHORT = dict(
+    model="repghostnet_050", dataset=TINY, image_size=48, batch_size=32, epochs=2, steps_per_epoch=300,
+    warmup_epochs=0.2, base_lr=3.2, ema_decay=0.99, min_crop_scale=0.35, random_erasing=0.0,
+    verbose=0,
+)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> str:
+    directory = str(tmp_path_factory.mktemp("tfds"))
+    data.prepare(TINY, directory)
+    return directory
+
+
+def _flags(config: dict) -> list[str]:
+    return [f"--{key}={value}" for key, value in config.items() if key != "model"] + [
+        f"--model={config['model']}"
+    ]
+
+
+def _train_command(output_dir: str, data_dir: str, **overrides) -> list[str]:
+    config = {**SHORT, "output_dir": output_dir, "data_dir": data_dir,
+              "latest_file": os.path.join(output_dir, "LATEST"), **overrides}
+    return [sys.executable, os.path.join(ROOT, "train.py"), *_flags(config)]
+
+
+def _env(**extra) -> dict:
+    return {**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "2", **extra}
+
+
+def _state(output_dir: str) -> dict:
+    with open(os.path.join(output_dir, "checkpoints", "state.json")) as file:
+        return json.load(file)
+
+
+def _summary(output_dir: str) -> dict:
+    with open(os.path.join(output_dir, "summary.json")) as file:
+        return json.load(file)
+
+
+def _top1(model: keras.Model, dataset: tf.data.Dataset) -> float:
+    correct = total = 0
+    for images, labels in dataset:
+        predictions = np.argmax(model.predict_on_batch(images), axis=-1)
+        correct += int(np.sum(predictions == labels.numpy()))
+        total += len(predictions)
+    return correct / total
+
+
+def _assert_learned(summary: dict) -> None:
+    first, last = summary["history"][0], summary["history"][-1]
+    assert last["loss"] < first["loss"]
+    assert summary["test_top1"] > 1.6 * CHANCE
+
+
+@pytest.fixture(scope="module")
+def short_run(tmp_path_factory, data_dir) -> tuple[TrainConfig, dict]:
+    """One uninterrupted two-epoch run, in this process."""
+    root = tmp_path_factory.mktemp("short")
+    config = TrainConfig(**SHORT, data_dir=data_dir, output_dir=str(root / "run"),
+                         latest_file=str(root / "runs" / "LATEST"))
+    return config, train(config)
+
+
+def test_short_run_learns_and_evaluates_the_ema(short_run, data_dir):
+    config, summary = short_run
+    output_dir, latest = config.output_dir, config.latest_file
+    _assert_learned(summary)
+    assert _state(output_dir)["step"] == summary["step"] == 2 * 300
+    with open(latest) as file:
+        assert file.read().strip() == os.path.abspath(output_dir)
+    assert os.listdir(os.path.join(output_dir, "logs", "train"))
+
+    load = dict(compile=False, safe_mode=True)
+    best = keras.saving.load_model(os.path.join(output_dir, "best.keras"), **load)
+    last = keras.saving.load_model(os.path.join(output_dir, "last.keras"), **load)
+    raw = keras.saving.load_model(os.path.join(output_dir, "last_raw.keras"), **load)
+    deploy = keras.saving.load_model(os.path.join(output_dir, "deploy.keras"), **load)
+
+    # The EMA is a different set of weights, and it is what val_ema_* scored.
+    assert any(not np.allclose(a, b) for a, b in zip(last.get_weights(), raw.get_weights()))
+    validation = data.make_dataset(
+        TINY, "validation", image_size=48, batch_size=50, training=False, data_dir=data_dir
+    )
+    history = summary["history"]
+    assert _top1(last, validation) == pytest.approx(history[-1]["val_ema_top1"], abs=1e-6)
+    assert _top1(raw, validation) == pytest.approx(history[-1]["val_top1"], abs=1e-6)
+    best_epoch = max(range(len(history)), key=lambda i: history[i]["val_ema_top1"])
+    assert _top1(best, validation) == pytest.approx(history[best_epoch]["val_ema_top1"], abs=1e-6)
+
+    images, _ = next(iter(validation))
+    logits = best.predict_on_batch(images)
+    assert not np.allclose(logits.sum(axis=-1), 1.0)  # logits, not probabilities
+    np.testing.assert_allclose(deploy.predict_on_batch(images), logits, rtol=1e-3, atol=1e-3)
+
+
+def test_mirrored_strategy_on_two_logical_cpus(tmp_path, data_dir):
+    output_dir = str(tmp_path / "mirrored")
+    command = _train_command(output_dir, data_dir, strategy="mirrored", logical_cpus=2,
+                             batch_size=16)
+    result = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "MirroredStrategy x2: global batch 32" in result.stdout
+    summary = _summary(output_dir)
+    assert summary["step"] == 2 * 300
+    _assert_learned(summary)
+
+
+def _free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("localhost", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def test_multi_worker_two_processes_agree(tmp_path, data_dir):
+    output_dir = str(tmp_path / "multi")
+    workers = [f"localhost:{port}" for port in _free_ports(2)]
+    command = _train_command(output_dir, data_dir, strategy="multi_worker", batch_size=8,
+                             steps_per_epoch=4)
+    processes = [
+        subprocess.Popen(
+            command,
+            env=_env(TF_CONFIG=json.dumps({
+                "cluster": {"worker": workers}, "task": {"type": "worker", "index": index},
+            })),
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        for index in range(2)
+    ]
+    outputs = [p.communicate(timeout=600)[0] for p in processes]
+    for process, output in zip(processes, outputs):
+        assert process.returncode == 0, output[-3000:]
+    fingerprints = [
+        line.split(":")[1].strip() for output in outputs for line in output.splitlines()
+        if line.startswith("final weights sha256:")
+    ]
+    assert len(fingerprints) == 2 and fingerprints[0] == fingerprints[1]
+    assert "x2: global batch 16" in outputs[0]
+    assert _summary(output_dir)["step"] == 2 * 4
+    assert sorted(f for f in os.listdir(output_dir) if f.endswith(".keras")) == [
+        "best.keras", "deploy.keras", "last.keras", "last_raw.keras"
+    ]
+    assert not [f for f in os.listdir(output_dir) if f.startswith(".tmp-")]
+
+
+def test_killed_run_resumes_with_the_same_number_of_steps(tmp_path, data_dir):
+    output_dir = str(tmp_path / "killed")
+    command = _train_command(output_dir, data_dir, epochs=3, steps_per_epoch=6)
+    process = subprocess.Popen(command, env=_env(), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    state_file = os.path.join(output_dir, "checkpoints", "state.json")
+    deadline = time.time() + 400
+    while not os.path.exists(state_file) and time.time() < deadline:
+        assert process.poll() is None, "the run ended before its first checkpoint"
+        time.sleep(0.2)
+    assert process.poll() is None, "the run finished before it could be killed"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    killed_at = _state(output_dir)
+    assert killed_at["epoch"] < 3
+
+    result = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"after epoch {killed_at['epoch']} (step {killed_at['step']})" in result.stdout
+    final = _state(output_dir)
+    # An uninterrupted run makes epochs x steps_per_epoch optimizer steps (as the first test checks).
+    assert final["epoch"] == 3 and final["step"] == 3 * 6
+    assert len(final["history"]) == 3
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(short_run, tmp_path):
+    config, _ = short_run
+    output_dir = str(tmp_path / "nan")
+    shutil.copytree(config.output_dir, output_dir)
+    # Resumed for a third epoch whose learning rate explodes.
+    exploding = dataclasses.replace(config, output_dir=output_dir, latest_file="", epochs=3,
+                                    base_lr=1e12, steps_per_epoch=300)
+    with pytest.raises(TrainingDiverged, match="NaN"):
+        train(exploding)
+    state = _state(output_dir)
+    assert state["epoch"] == 2 and state["step"] == 2 * 300
+    assert os.path.isdir(os.path.join(output_dir, "checkpoints", state["checkpoint"]))
+    assert not os.path.exists(os.path.join(output_dir, "checkpoints", "epoch-0003"))
+
+
+def test_imagenet2012_end_to_end_under_mock_data(tmp_path):
+    manual = tmp_path / "manual"
+    manual.mkdir()
+    config = TrainConfig(
+        model="repghostnet_050", dataset="imagenet2012", data_dir=str(tmp_path / "tfds"),
+        manual_dir=str(manual), output_dir=str(tmp_path / "imagenet"), latest_file="",
+        image_size=32, batch_size=4, epochs=1, steps_per_epoch=2, warmup_epochs=0.5, verbose=0,
+    )
+    with pytest.raises(ConfigError, match="ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar"):
+        validate(config)
+    for name in data.IMAGENET_MANUAL_FILES:
+        (manual / name).write_bytes(b"")
+    with tfds.testing.mock_data(num_examples=8):
+        validate(config)
+        summary = train(config)
+    assert summary["step"] == 2
+    assert "test_top1" not in summary  # imagenet2012's test split has no labels
+    model = keras.saving.load_model(
+        os.path.join(config.output_dir, "deploy.keras"), compile=False, safe_mode=True
+    )
+    assert model.output_shape == (None, 1000)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--width=0.7"], "--width must be one of"),
+    (["--dataset=no_such_dataset_xyz"], "Unknown dataset"),
+    (["--strategy=multi_worker"], "needs TF_CONFIG"),
+])
+def test_command_line_rejects_invalid_settings(flags, message):
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "train.py"), *flags],
+        env={k: v for k, v in _env().items() if k != "TF_CONFIG"},
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("train.py: error:")

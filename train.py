@@ -1,0 +1,185 @@
+"""Trains RepGhostNet / GhostNet / G-GhostNet on any TFDS image-classification dataset.
+
+    python train.py --width=0.5                            # built-in dataset, short schedule
+    python train.py --width=0.5 --dataset=imagenet2012     # the paper's ImageNet recipe
+
+Writes best.keras, last.keras, deploy.keras, checkpoints/ and logs/ to --output_dir, then records
+that directory in --latest_file for export_tflite.py. Re-running the same command resumes.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app, flags, logging  # noqa: E402
+
+from repghost_tf.models import MODELS  # noqa: E402
+from repghost_tf.training import (  # noqa: E402
+    DTYPES,
+    ConfigError,
+    STRATEGIES,
+    TrainConfig,
+    BUILTIN_RECIPE,
+    TrainingDiverged,
+    model_name,
+    recipe,
+    train,
+    validate,
+)
+
+DEFAULTS = TrainConfig()
+
+
+def _recipe_help(name: str, text: str) -> str:
+    """`text` plus the built-in dataset's default, for the flags its short recipe sets."""
+    if name in BUILTIN_RECIPE:
+        return f"{text} (built-in dataset: {BUILTIN_RECIPE[name]})"
+    return text
+
+
+flags.DEFINE_string("model", None, f"Model to train: one of {', '.join(MODELS)}.")
+flags.DEFINE_float("width", None, "RepGhostNet width shorthand: 0.5 trains repghostnet_050, etc.")
+flags.DEFINE_string(
+    "dataset", DEFAULTS.dataset,
+    "A TFDS name (imagenet2012, imagenette, tf_flowers, ...), folder:/path with train/ and val/ "
+    "sub-folders of class folders, or the built-in synthetic_shapes (no download).",
+)
+flags.DEFINE_string(
+    "data_dir", None, "TFDS data directory (default: TFDS's, ~/tensorflow_datasets)."
+)
+flags.DEFINE_string(
+    "manual_dir", None,
+    "Where ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar are, for imagenet2012 "
+    "(default: <data_dir>/downloads/manual).",
+)
+flags.DEFINE_string("output_dir", None, "Run directory (default: runs/<model name>).")
+flags.DEFINE_string(
+    "latest_file", DEFAULTS.latest_file,
+    "File that receives the run directory at the end, for export_tflite.py; empty to skip.",
+)
+flags.DEFINE_integer(
+    "image_size", DEFAULTS.image_size,
+    _recipe_help("image_size", "Training and evaluation image side."),
+)
+flags.DEFINE_integer(
+    "batch_size", DEFAULTS.batch_size,
+    _recipe_help(
+        "batch_size", "Batch per replica; the global batch is this times the number of replicas."
+    ),
+)
+flags.DEFINE_integer(
+    "epochs", DEFAULTS.epochs, _recipe_help("epochs", "Total epochs of the schedule.")
+)
+flags.DEFINE_integer(
+    "steps_per_epoch", DEFAULTS.steps_per_epoch,
+    "Optimizer steps per epoch; 0 = one pass over the training split.",
+)
+flags.DEFINE_float(
+    "base_lr", DEFAULTS.base_lr,
+    _recipe_help("base_lr", "Peak learning rate at global batch 1024, scaled linearly."),
+)
+flags.DEFINE_float(
+    "warmup_epochs", DEFAULTS.warmup_epochs,
+    _recipe_help("warmup_epochs", "Epochs of linear warm-up."),
+)
+flags.DEFINE_float("warmup_lr", DEFAULTS.warmup_lr, "Learning rate at the start of warm-up.")
+flags.DEFINE_float("min_lr", DEFAULTS.min_lr, "Learning rate at the end of the cosine decay.")
+flags.DEFINE_float("momentum", DEFAULTS.momentum, "SGD momentum.")
+flags.DEFINE_float(
+    "weight_decay", DEFAULTS.weight_decay,
+    "L2 weight decay of conv and dense kernels (not BatchNorm, not biases).",
+)
+flags.DEFINE_float("label_smoothing", DEFAULTS.label_smoothing, "Label smoothing.")
+flags.DEFINE_float("dropout", DEFAULTS.dropout, "Dropout before the classifier.")
+flags.DEFINE_float(
+    "ema_decay", DEFAULTS.ema_decay,
+    "Decay of the weight EMA, warmed up as min(decay, (1 + step) / (10 + step)).",
+)
+flags.DEFINE_bool(
+    "randaugment", None,
+    "RandAugment on/off; default on for RepGhostNet and GhostNet from width 1.3 (the paper).",
+)
+flags.DEFINE_float(
+    "randaugment_magnitude", DEFAULTS.randaugment_magnitude, "RandAugment magnitude (0-10)."
+)
+flags.DEFINE_float("randaugment_std", DEFAULTS.randaugment_std, "RandAugment magnitude noise std.")
+flags.DEFINE_float(
+    "min_crop_scale", DEFAULTS.min_crop_scale,
+    _recipe_help("min_crop_scale", "Smallest area fraction of random-resized-crop."),
+)
+flags.DEFINE_float(
+    "color_jitter", DEFAULTS.color_jitter, "Colour jitter strength (not applied with RandAugment)."
+)
+flags.DEFINE_float(
+    "random_erasing", DEFAULTS.random_erasing,
+    _recipe_help("random_erasing", "Random erasing probability."),
+)
+flags.DEFINE_enum("dtype", DEFAULTS.dtype, DTYPES, "Compute dtype policy.")
+flags.DEFINE_bool("xla", DEFAULTS.xla, "Compile the training step with XLA.")
+flags.DEFINE_enum(
+    "strategy", DEFAULTS.strategy, STRATEGIES,
+    "tf.distribute strategy; auto: multi_worker under a TF_CONFIG cluster, tpu with --tpu, "
+    "mirrored over several GPUs, else one_device.",
+)
+flags.DEFINE_string(
+    "tpu", DEFAULTS.tpu, "TPU name or address for --strategy=tpu ('local' on a TPU VM)."
+)
+flags.DEFINE_integer(
+    "logical_cpus", DEFAULTS.logical_cpus,
+    "Split the CPU into this many logical devices (to try mirrored training without GPUs).",
+)
+flags.DEFINE_bool(
+    "resume", None,
+    "Default: resume when --output_dir has a checkpoint. --resume: require one. "
+    "--noresume: delete existing checkpoints and start over.",
+)
+flags.DEFINE_integer("seed", DEFAULTS.seed, "Random seed.")
+flags.DEFINE_integer("shuffle_buffer", DEFAULTS.shuffle_buffer, "Shuffle buffer, in images.")
+flags.DEFINE_integer(
+    "verbose", DEFAULTS.verbose,
+    "Keras verbosity: 0 silent, 1 progress bar, 2 one line per epoch.",
+)
+
+FLAGS = flags.FLAGS
+
+
+def config_from_flags() -> TrainConfig:
+    """The TrainConfig the command line asks for: the flags given, over the dataset's recipe.
+
+    Raises ConfigError if the flags disagree.
+    """
+    given = {
+        field: FLAGS[field].value
+        for field in TrainConfig.__dataclass_fields__
+        if field != "model" and field in FLAGS and FLAGS[field].present
+    }
+    defaults = recipe(FLAGS.dataset)
+    return TrainConfig(model=model_name(FLAGS.model, FLAGS.width), **{**defaults, **given})
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        sys.exit(f"train.py: error: unexpected arguments: {' '.join(argv[1:])}")
+    logging.set_verbosity(logging.WARNING)  # TFDS logs every file it opens at INFO.
+    try:
+        config = config_from_flags()
+        validate(config)
+        train(config)
+    except (ConfigError, TrainingDiverged) as error:
+        sys.exit(f"train.py: error: {error}")
+    print(f"Next, for phones: {export_command(config)}")
+
+
+def export_command(config: TrainConfig) -> str:
+    """The export_tflite.py command that picks up this run."""
+    if config.latest_file == DEFAULTS.latest_file:
+        return "python export_tflite.py --quantize int8"
+    model = os.path.join(config.resolved_output_dir(), "deploy.keras")
+    return f"python export_tflite.py --model={model} --quantize int8"
+
+
+if __name__ == "__main__":
+    app.run(main)
