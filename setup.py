@@ -21,6 +21,8 @@ setup(
         "absl-py",
         "tensorflow-datasets>=4.9",
         "importlib_resources",
+        # tensorflow-cpu does not bring it; train.py writes TensorBoard logs.
+        "tensorboard",
         "ai-edge-litert",
     ],
     extras_require={

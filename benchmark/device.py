@@ -334,6 +334,8 @@ def run_on_device(
 ) -> list[Result]:
     """Pushes `binary` and the exported `models`, runs benchmark_model on each at each thread
     count, and returns the parsed results; raw outputs go to `log_dir` when given."""
+    from repghost_tf.atomic_files import write_text  # the package loads TensorFlow: only now
+
     remote_binary = f"{REMOTE_DIR}/benchmark_model"
     adb.shell(f"mkdir -p {REMOTE_DIR}")
     adb.push(binary, remote_binary)
@@ -351,7 +353,7 @@ def run_on_device(
             except AdbCommandError as error:
                 text, failure = error.output, error
             if log_dir is not None:
-                results_io.write_atomic(os.path.join(log_dir, f"{model.stem}-t{count}.txt"), text)
+                write_text(os.path.join(log_dir, f"{model.stem}-t{count}.txt"), text)
             if failure is not None:
                 raise DeviceError(f"{model.stem} with {count} threads: {failure}")
             try:

@@ -17,6 +17,7 @@ import numpy as np
 
 import repghost_tf
 from repghost_tf import tflite
+from repghost_tf.atomic_files import write_bytes
 from repghost_tf.layers import walk_layers
 
 from benchmark import catalog
@@ -146,7 +147,7 @@ def export_model(
                 calibration = (
                     [random_images(image_size, CALIBRATION_IMAGES)] if precision == "int8" else None
                 )
-                tflite.write_atomic(item.path, tflite.convert(
+                write_bytes(item.path, tflite.convert(
                     model, _QUANTIZE[precision], image_size=image_size,
                     representative_data=calibration,
                 ))

@@ -35,6 +35,7 @@ from absl import app, flags
 from benchmark import catalog, common_flags, export, results_io
 from benchmark.results_io import Result
 from repghost_tf import tflite
+from repghost_tf.atomic_files import write_bytes
 
 PEER_PACKAGES = ("torch", "timm", "onnx", "onnxruntime")
 ONNX_OPSET = 17
@@ -136,7 +137,7 @@ def export_onnx(name: str, path: str, image_size: int) -> None:
             model, (torch.zeros(1, 3, image_size, image_size),), buffer, dynamo=False,
             opset_version=ONNX_OPSET, input_names=["image"], output_names=["logits"],
         )
-    tflite.write_atomic(path, buffer.getvalue())
+    write_bytes(path, buffer.getvalue())
 
 
 def time_onnxruntime(path: str, threads: int, warmup_runs: int, num_runs: int) -> dict[str, float]:

@@ -33,6 +33,7 @@ from absl import app, flags
 import repghost_tf
 from benchmark import catalog, common_flags, export, results_io
 from repghost_tf import tflite
+from repghost_tf.atomic_files import write_bytes, write_text
 
 _MODEL = flags.DEFINE_string("model", "repghostnet_050", "Model to profile (RepGhostNet or GhostNet name).")
 _PRECISION = flags.DEFINE_enum("precision", "float32", list(results_io.PRECISIONS), "TFLite precision.")
@@ -93,7 +94,7 @@ def profile_tflite(
             representative_data=calibration,
         )
         path = os.path.join(work_dir, f"{stage}.tflite")
-        tflite.write_atomic(path, data)
+        write_bytes(path, data)
         fastest = latency.time_tflite(path, threads, warmup_runs, num_runs)["min_ms"]
         ops = collections.Counter(tflite.op_histogram(data))
         added = ops - previous_ops
@@ -193,7 +194,7 @@ def main(argv: list[str]) -> None:
     )
     print(text)
     if _OUTPUT.value:
-        results_io.write_atomic(_OUTPUT.value, text)
+        write_text(_OUTPUT.value, text)
         print(f"wrote {_OUTPUT.value}")
 
 

@@ -26,6 +26,7 @@ from absl import app, flags  # noqa: E402
 
 from benchmark import catalog, results_io  # noqa: E402
 from benchmark.results_io import Result  # noqa: E402
+from repghost_tf.atomic_files import write_bytes  # noqa: E402
 
 _RESULTS = flags.DEFINE_list("results", None, "results.json files of latency.py or device.py runs.")
 _MEASURED = flags.DEFINE_string(
@@ -126,7 +127,7 @@ def _main() -> None:
         f"{'; '.join(dict.fromkeys(machines))}", width=75,
     )
     output = _OUTPUT.value or os.path.join(os.path.dirname(_RESULTS.value[0]), "latency_top1.png")
-    results_io.write_atomic(output, render(series, title))
+    write_bytes(output, render(series, title))
     print(f"wrote {output}")
 
 

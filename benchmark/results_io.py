@@ -17,7 +17,6 @@ import math
 import os
 import platform
 import subprocess
-import tempfile
 from importlib import metadata
 from typing import Any, Iterable, Sequence
 
@@ -36,8 +35,6 @@ _VERSIONED_PACKAGES = (
 
 
 # The process umask, read once (os.umask can only be read by setting it).
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
 
 
 class SchemaError(ValueError):
@@ -206,23 +203,6 @@ def load_document(path: str | os.PathLike) -> dict[str, Any]:
     return document
 
 
-def write_atomic(path: str | os.PathLike, data: str | bytes) -> None:
-    """Writes `data` (text as UTF-8) through a temporary file and os.replace, so that a reader
-    never sees half a file and an interrupted run leaves the previous file intact."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(data.encode("utf-8") if isinstance(data, str) else data)
-        os.chmod(temporary, 0o666 & ~_UMASK)  # mkstemp's 0600 is for secrets, not results
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
-
-
 def to_json(document: dict) -> str:
     return json.dumps(document, indent=2) + "\n"
 
@@ -307,15 +287,17 @@ def to_markdown(document: dict) -> str:
 
 def write_run(output_dir: str | os.PathLike, document: dict) -> dict[str, str]:
     """Writes results.json, results.csv and results.md into `output_dir`; returns their paths."""
+    from repghost_tf.atomic_files import write_text  # the package loads TensorFlow: only now
+
     results = validate_document(document)
     paths = {
         "json": os.path.join(output_dir, "results.json"),
         "csv": os.path.join(output_dir, "results.csv"),
         "markdown": os.path.join(output_dir, "results.md"),
     }
-    write_atomic(paths["json"], to_json(document))
-    write_atomic(paths["csv"], to_csv(results))
-    write_atomic(paths["markdown"], to_markdown(document))
+    write_text(paths["json"], to_json(document))
+    write_text(paths["csv"], to_csv(results))
+    write_text(paths["markdown"], to_markdown(document))
     return paths
 
 

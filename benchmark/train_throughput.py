@@ -1,7 +1,7 @@
 """Training throughput (images/s) of the Keras RepGhostNet on this machine, next to timm's PyTorch
 `repghostnet_*` training step where torch and timm are installed.
 
-    python benchmark/train_throughput.py --width=0.5 --image_size=224 --batch_size=64
+    python -m benchmark.train_throughput --width=0.5 --image_size=224 --batch_size=64
 
 Both frameworks run the same step: forward, cross-entropy, backward, SGD with momentum, on random
 data already in memory, so the input pipeline is not measured.
@@ -26,6 +26,9 @@ except ImportError:
 
 from absl import app, flags  # noqa: E402
 
+from benchmark import results_io  # noqa: E402
+from repghost_tf.atomic_files import write_json  # noqa: E402
+
 flags.DEFINE_float("width", 0.5, "RepGhostNet width (0.5, 0.58, 0.8, 1.0, 1.11, 1.3, 1.5, 2.0).")
 flags.DEFINE_integer("image_size", 224, "Image side.")
 flags.DEFINE_integer("batch_size", 64, "Batch size.")
@@ -35,6 +38,10 @@ flags.DEFINE_integer("steps", 10, "Timed training steps.")
 flags.DEFINE_integer("warmup_steps", 3, "Untimed steps first (tracing, allocation).")
 flags.DEFINE_bool("xla", False, "Compile the Keras step with XLA.")
 flags.DEFINE_bool("torch", True, "Also measure timm's PyTorch model, if installed.")
+flags.DEFINE_string(
+    "output", "runs/train_throughput.json",
+    "JSON file that receives the numbers with the machine and package versions; empty: print only.",
+)
 FLAGS = flags.FLAGS
 
 
@@ -104,12 +111,25 @@ def main(argv: list[str]) -> None:
                f"{FLAGS.dtype}, {device}")
     keras_rate = keras_images_per_second()
     print(f"{setting}\n  Keras/TF training:    {keras_rate:8.1f} images/s")
+    torch_rate = None
     if FLAGS.torch and torch is not None:
         torch_rate = torch_images_per_second()
         print(f"  timm/PyTorch training: {torch_rate:8.1f} images/s\n"
               f"  Keras / PyTorch:      {keras_rate / torch_rate:8.2f}x")
     elif FLAGS.torch:
         print("  timm/PyTorch: not measured (needs torch and timm).")
+    if FLAGS.output:
+        record = {
+            "environment": results_io.host_environment(),
+            "device": device,
+            "settings": {name: FLAGS[name].value for name in (
+                "width", "image_size", "batch_size", "dtype", "steps", "warmup_steps", "xla")},
+            "keras_images_per_second": keras_rate,
+            "torch_images_per_second": torch_rate,
+            "keras_over_torch": keras_rate / torch_rate if torch_rate else None,
+        }
+        write_json(FLAGS.output, record)
+        print(f"  written to {FLAGS.output}")
 
 
 if __name__ == "__main__":

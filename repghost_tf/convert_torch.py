@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import os
 import re
-import secrets
 import sys
 from typing import Any, Mapping, NoReturn
 
 import keras
 from absl import app, flags
 
+from repghost_tf.atomic_files import save_model
 from repghost_tf.deploy import fuse, is_fused
 from repghost_tf.models import MODELS, REPGHOSTNET_WIDTHS, create_model, width_tag
 from repghost_tf.torch_weights import (
@@ -61,22 +61,6 @@ def convert_checkpoint(
     )
     load_torch_weights(model, state_dict)
     return fuse(model) if deploy and not deploy_form else model
-
-
-def save_model(model: keras.Model, path: str | os.PathLike) -> None:
-    """Writes `model` to a `.keras` file through a temporary file in the same directory that
-    replaces `path` only once complete, so a failure never leaves a partial file behind."""
-    path = os.fspath(path)
-    if not path.endswith(".keras"):
-        raise ValueError(f"the output must be a .keras file, got {path}")
-    directory, name = os.path.split(os.path.abspath(path))
-    temporary = os.path.join(directory, f".{name}.{secrets.token_hex(4)}.tmp.keras")
-    try:
-        model.save(temporary)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
 
 
 def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:

@@ -12,7 +12,6 @@ import itertools
 import os
 import re
 import sys
-import tempfile
 import warnings
 from collections import Counter
 from typing import Callable, Iterable, Iterator
@@ -224,27 +223,6 @@ def dequantize_output(values: np.ndarray, detail: dict) -> np.ndarray:
         return values.astype(np.float32)
     scale, zero_point = detail["quantization"]
     return (values.astype(np.float32) - zero_point) * scale
-
-
-def write_atomic(path: str | os.PathLike, data: bytes) -> None:
-    """Writes `data` to `path` through a temporary file in the same folder and os.replace, so a
-    reader never sees a half-written file and a failed write leaves the old file in place."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(
-        dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp"
-    )
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(temporary)
-        raise
 
 
 def _read_bytes(model_bytes_or_path: bytes | str | os.PathLike) -> bytes:

@@ -17,6 +17,7 @@ import keras
 import numpy as np
 
 from repghost_tf import data
+from repghost_tf.atomic_files import write_bytes, write_json, write_text
 from repghost_tf.deploy import fuse
 from repghost_tf.layers import FusableLayer, walk_layers
 from repghost_tf.models import MODELS, GhostNet, RepGhostNet
@@ -27,7 +28,6 @@ from repghost_tf.tflite import (
     make_interpreter,
     op_histogram,
     run_interpreter,
-    write_atomic,
 )
 
 _DEFAULT_IMAGE_SIZE = 224
@@ -136,10 +136,10 @@ def _write(output_dir, stem, flatbuffer, report, labels, log) -> list[str]:
     written = [model_path]
     if labels:
         labels_path = os.path.join(output_dir, f"{stem}_labels.txt")
-        write_atomic(labels_path, ("\n".join(labels) + "\n").encode())
+        write_text(labels_path, "\n".join(labels) + "\n")
         report["labels_file"] = os.path.basename(labels_path)
         written.append(labels_path)
-    write_atomic(model_path, flatbuffer)
+    write_bytes(model_path, flatbuffer)
     report_path = os.path.join(output_dir, f"{stem}.json")
     write_report(report_path, report)
     written.append(report_path)
@@ -412,4 +412,4 @@ def _format_tensor(summary: dict) -> str:
 
 def write_report(path: str | os.PathLike, report: dict) -> None:
     """Saves the report as indented JSON, atomically."""
-    write_atomic(path, (json.dumps(report, indent=2) + "\n").encode())
+    write_json(path, report)

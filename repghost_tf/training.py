@@ -21,7 +21,8 @@ import tensorflow as tf
 from repghost_tf import data
 from repghost_tf.deploy import fuse
 from repghost_tf.models import MODELS, REPGHOSTNET_WIDTHS, create_model, width_tag
-from repghost_tf.training_state import Checkpoints, save_model, write_json, write_text
+from repghost_tf.atomic_files import save_model, write_json, write_text
+from repghost_tf.training_state import Checkpoints
 
 DTYPES = ("float32", "mixed_float16", "mixed_bfloat16")
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker", "tpu")
@@ -387,11 +388,14 @@ class _Run:
         if top1 > self.best_top1:
             self.best_top1, self.best_epoch = top1, epoch
             self.best_model.set_weights(ema_weights)
-            save_model(self.best_model, os.path.join(self.output_dir, "best.keras"), self.chief)
+            save_model(self.best_model, os.path.join(self.output_dir, "best.keras"),
+                       publish=self.chief)
         self.export_model.set_weights(ema_weights)
-        save_model(self.export_model, os.path.join(self.output_dir, "last.keras"), self.chief)
+        save_model(self.export_model, os.path.join(self.output_dir, "last.keras"),
+                   publish=self.chief)
         self.export_model.set_weights(self.network.get_weights())
-        save_model(self.export_model, os.path.join(self.output_dir, "last_raw.keras"), self.chief)
+        save_model(self.export_model, os.path.join(self.output_dir, "last_raw.keras"),
+                   publish=self.chief)
         self.history.append({k: float(v) for k, v in logs.items()})
         self.checkpoints.save(epoch, {
             "step": int(self.optimizer.iterations.numpy()),
@@ -570,7 +574,7 @@ def _finish(config: TrainConfig, run: _Run, test_split: str | None, classes: int
     """Writes deploy.keras and summary.json, scores the best model on the test split, and
     points the latest-run file at this run."""
     output_dir, chief = run.output_dir, run.chief
-    save_model(fuse(run.best_model), os.path.join(output_dir, "deploy.keras"), chief)
+    save_model(fuse(run.best_model), os.path.join(output_dir, "deploy.keras"), publish=chief)
     state = run.checkpoints.state() or {}
     summary = {
         "model": config.model,
@@ -600,7 +604,7 @@ def _finish(config: TrainConfig, run: _Run, test_split: str | None, classes: int
         if chief:
             print(f"{test_split} top-1 of best.keras: {100 * summary['test_top1']:.2f}% "
                   f"(top-5 {100 * summary['test_top5']:.2f}%)", flush=True)
-    write_json(os.path.join(output_dir, "summary.json"), summary, chief)
+    write_json(os.path.join(output_dir, "summary.json"), summary, publish=chief)
     if config.latest_file:
-        write_text(config.latest_file, os.path.abspath(output_dir) + "\n", chief)
+        write_text(config.latest_file, os.path.abspath(output_dir) + "\n", publish=chief)
     return summary

@@ -1,6 +1,5 @@
-"""What a training run leaves on disk, written so that a kill at any moment loses at most the epoch
-in progress: per-epoch checkpoints (model, optimizer, EMA, best EMA, epoch, step), `.keras` models,
-and small JSON/text files, each written to a temporary name and renamed into place.
+"""Per-epoch training checkpoints (model, optimizer, EMA, best EMA, epoch, step), written so that
+a kill at any moment loses at most the epoch in progress.
 
 Under multi-worker training every worker runs the same writes (tf.distribute may need all of them
 to take part); only the chief's land in the output directory, the others go to a scratch
@@ -12,53 +11,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import uuid
-from typing import Callable
 
-import keras
 import tensorflow as tf
+
+from repghost_tf.atomic_files import write_atomically, write_json
 
 CHECKPOINT_DIR = "checkpoints"
 STATE_FILE = "state.json"
 KEEP_CHECKPOINTS = 2
-
-
-def write_atomically(path: str, write: Callable[[str], None], is_chief: bool = True) -> None:
-    """Calls write(temporary path), then renames it onto `path` (chief) or deletes it (others).
-
-    The temporary path keeps `path`'s suffix (Keras checks ".keras") and sits in the same
-    directory, so the rename is atomic.
-    """
-    directory, name = os.path.split(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    temporary = os.path.join(directory, f".tmp-{uuid.uuid4().hex}-{name}")
-    try:
-        write(temporary)
-        if is_chief:
-            if os.path.isdir(path) and not os.path.islink(path):
-                shutil.rmtree(path)
-            os.replace(temporary, path)
-    finally:
-        if os.path.isdir(temporary):
-            shutil.rmtree(temporary)
-        elif os.path.exists(temporary):
-            os.remove(temporary)
-
-
-def write_text(path: str, text: str, is_chief: bool = True) -> None:
-    def write(temporary: str) -> None:
-        with open(temporary, "w", encoding="utf-8") as file:
-            file.write(text)
-
-    write_atomically(path, write, is_chief)
-
-
-def write_json(path: str, value: dict, is_chief: bool = True) -> None:
-    write_text(path, json.dumps(value, indent=2, sort_keys=True) + "\n", is_chief)
-
-
-def save_model(model: keras.Model, path: str, is_chief: bool = True) -> None:
-    write_atomically(path, model.save, is_chief)
 
 
 class Checkpoints:
@@ -87,9 +47,10 @@ class Checkpoints:
         write_atomically(
             os.path.join(self.directory, name),
             lambda temporary: self.checkpoint.write(os.path.join(temporary, "ckpt")),
-            self.is_chief,
+            publish=self.is_chief,
         )
-        write_json(self.state_path, {**state, "epoch": epoch, "checkpoint": name}, self.is_chief)
+        write_json(self.state_path, {**state, "epoch": epoch, "checkpoint": name},
+                   publish=self.is_chief)
         if self.is_chief:
             self._prune(keep=name)
 

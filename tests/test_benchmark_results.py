@@ -152,19 +152,6 @@ def test_schema_rejects_missing_fields_and_bad_documents(tmp_path):
         results_io.load_document(path)
 
 
-def test_atomic_write_leaves_the_old_file_when_interrupted(tmp_path, monkeypatch):
-    path = tmp_path / "results.json"
-    results_io.write_atomic(path, "old")
-
-    def fail(*_):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(os, "replace", fail)
-    with pytest.raises(KeyboardInterrupt):
-        results_io.write_atomic(path, "new")
-    assert path.read_text() == "old" and os.listdir(tmp_path) == ["results.json"]
-
-
 def test_host_environment_names_cpu_and_runtimes():
     environment = results_io.host_environment()
     assert "logical cores" in environment["machine"] and "Python" in environment["machine"]

@@ -26,7 +26,8 @@ from helpers import (  # noqa: E402
     write_torch_checkpoint,
 )
 from repghost_tf import convert_torch  # noqa: E402
-from repghost_tf.convert_torch import convert_checkpoint, save_model  # noqa: E402
+from repghost_tf.atomic_files import save_model  # noqa: E402
+from repghost_tf.convert_torch import convert_checkpoint  # noqa: E402
 from repghost_tf.torch_weights import (  # noqa: E402
     CheckpointError,
     WeightMismatchError,

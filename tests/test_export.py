@@ -81,7 +81,7 @@ def test_op_histograms(repghostnet_050, tmp_path):
     # Fixed batch 1: no dynamic-shape arithmetic in front of the classifier.
     assert not {"SHAPE", "PACK", "STRIDED_SLICE"} & set(fused_ops)
     assert ghostnet_ops["CONCATENATION"] == 2 * 16
-    tflite.write_atomic(tmp_path / "fused.tflite", fused)
+    (tmp_path / "fused.tflite").write_bytes(fused)
     assert tflite.op_histogram(tmp_path / "fused.tflite") == fused_ops
 
 
@@ -161,17 +161,6 @@ def test_convert_rejects_bad_arguments():
         tflite.convert(model, "float16", io_type="uint8")
     with pytest.raises(tflite.ExportError, match="representative_data"):
         tflite.convert(model, "int8")
-
-
-def test_write_atomic_overwrites_and_never_half_writes(tmp_path):
-    path = tmp_path / "sub" / "model.tflite"
-    tflite.write_atomic(path, b"first")
-    tflite.write_atomic(path, b"second")
-    assert path.read_bytes() == b"second"
-    with pytest.raises(TypeError):
-        tflite.write_atomic(path, "not bytes")
-    assert path.read_bytes() == b"second"
-    assert os.listdir(path.parent) == ["model.tflite"]
 
 
 def _unexportable(kind: str) -> keras.Model:

@@ -322,7 +322,8 @@ def test_official_checkpoint_converts_through_convert_torch(tmp_path):
     """The official release's layout, saved by torch as timm's training script does, goes through
     the same importer and safety rules as RepGhostNet's."""
     torch = pytest.importorskip("torch")
-    from repghost_tf.convert_torch import convert_checkpoint, save_model
+    from repghost_tf.atomic_files import save_model
+    from repghost_tf.convert_torch import convert_checkpoint
 
     depths, widths, group_width, *_ = OFFICIAL["002"]
     state_dict = _StateDict(seed=11).model(depths, widths, group_width, classes=1000)

@@ -1,0 +1,66 @@
+"""Every output file is written whole or not at all."""
+
+import json
+import os
+
+import pytest
+
+from repghost_tf import atomic_files
+
+
+def test_writes_overwrite_and_create_folders(tmp_path):
+    path = tmp_path / "sub" / "model.tflite"
+    atomic_files.write_bytes(path, b"first")
+    atomic_files.write_bytes(path, b"second")
+    assert path.read_bytes() == b"second"
+    atomic_files.write_json(tmp_path / "report.json", {"top1": 0.5})
+    assert json.loads((tmp_path / "report.json").read_text()) == {"top1": 0.5}
+    assert os.listdir(path.parent) == ["model.tflite"]
+
+
+def test_wrong_content_type_leaves_the_old_file(tmp_path):
+    path = tmp_path / "model.tflite"
+    atomic_files.write_bytes(path, b"old")
+    with pytest.raises(TypeError):
+        atomic_files.write_bytes(path, "not bytes")
+    assert path.read_bytes() == b"old" and os.listdir(tmp_path) == ["model.tflite"]
+
+
+def test_an_interrupted_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch):
+    path = tmp_path / "results.json"
+    atomic_files.write_text(path, "old")
+
+    def interrupt(*_):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        atomic_files.write_text(path, "new")
+    assert path.read_text() == "old" and os.listdir(tmp_path) == ["results.json"]
+
+
+def test_a_folder_replaces_the_previous_one_whole(tmp_path):
+    target = tmp_path / "epoch-0001"
+
+    def write_folder(contents: str):
+        def write(temporary: str) -> None:
+            os.makedirs(temporary)
+            with open(os.path.join(temporary, "ckpt"), "w") as file:
+                file.write(contents)
+        return write
+
+    atomic_files.write_atomically(target, write_folder("first"))
+    atomic_files.write_atomically(target, write_folder("second"))
+    assert os.listdir(target) == ["ckpt"] and (target / "ckpt").read_text() == "second"
+
+
+def test_unpublished_writes_leave_nothing(tmp_path):
+    """A non-chief worker writes its share of a collective save and keeps none of it."""
+    atomic_files.write_text(tmp_path / "summary.json", "{}", publish=False)
+    assert os.listdir(tmp_path) == []
+
+
+def test_models_need_a_keras_suffix(tmp_path):
+    with pytest.raises(ValueError, match=r"\.keras"):
+        atomic_files.save_model(object(), tmp_path / "model.h5")
+    assert os.listdir(tmp_path) == []
