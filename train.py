@@ -92,8 +92,12 @@ flags.DEFINE_float(
     "weight_decay", DEFAULTS.weight_decay,
     "L2 weight decay of conv and dense kernels (not BatchNorm, not biases).",
 )
-flags.DEFINE_float("label_smoothing", DEFAULTS.label_smoothing, "Label smoothing.")
-flags.DEFINE_float("dropout", DEFAULTS.dropout, "Dropout before the classifier.")
+flags.DEFINE_float(
+    "label_smoothing", DEFAULTS.label_smoothing, _recipe_help("label_smoothing", "Label smoothing.")
+)
+flags.DEFINE_float(
+    "dropout", DEFAULTS.dropout, _recipe_help("dropout", "Dropout before the classifier.")
+)
 flags.DEFINE_float(
     "ema_decay", DEFAULTS.ema_decay,
     "Decay of the weight EMA, warmed up as min(decay, (1 + step) / (10 + step)).",
@@ -111,7 +115,8 @@ flags.DEFINE_float(
     _recipe_help("min_crop_scale", "Smallest area fraction of random-resized-crop."),
 )
 flags.DEFINE_float(
-    "color_jitter", DEFAULTS.color_jitter, "Colour jitter strength (not applied with RandAugment)."
+    "color_jitter", DEFAULTS.color_jitter,
+    _recipe_help("color_jitter", "Colour jitter strength (not applied with RandAugment)."),
 )
 flags.DEFINE_float(
     "random_erasing", DEFAULTS.random_erasing,

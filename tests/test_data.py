@@ -33,6 +33,22 @@ def test_builtin_examples_are_deterministic_and_cover_all_classes():
     assert labels == set(range(len(CLASSES)))
 
 
+def _flattest_corner_std(image: np.ndarray) -> float:
+    corners = [image[:6, :6], image[:6, -6:], image[-6:, :6], image[-6:, -6:]]
+    return min(float(corner.reshape(-1, 3).std(axis=0).max()) for corner in corners)
+
+
+def test_tiny_shapes_lie_on_a_flat_colour_and_the_default_ones_on_clutter():
+    flat = [_flattest_corner_std(render_example("train", i, 48, cluttered=False)[0]) for i in range(20)]
+    cluttered = [_flattest_corner_std(render_example("train", i, 48)[0]) for i in range(20)]
+    assert max(flat) < 4.0  # pixel noise of std 2 only
+    assert np.median(cluttered) > 2 * max(flat)
+    # Clutter changes the pixels, never the label.
+    assert [render_example("test", i, 48, cluttered=False)[1] for i in range(50)] == [
+        render_example("test", i, 48)[1] for i in range(50)
+    ]
+
+
 def test_builtin_dataset_metadata(data_dir):
     assert data.BUILTIN_DATASET == "synthetic_shapes"
     assert data.num_classes(data.BUILTIN_DATASET) == len(CLASSES) == 10

@@ -22,23 +22,10 @@ import tensorflow_datasets as tfds
 from repghost_tf import data
 from repghost_tf.training import ConfigError, TrainConfig, TrainingDiverged, train, validate
 
+from conftest import TINY, TINY_RUN, TINY_RUN_GROUP  # noqa: E402
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = "synthetic_shapes/tiny"
 CHANCE = 0.25  # the tiny set has four classes
-# A short schedule on the tiny built-in set: two epochs of 300 steps (8 passes over its 1,200
-# training images) take a from-scratch RepGhostNet 0.5x from chance (25%) to about 55% top-1.
-SHORT = dict(
-    model="repghostnet_050", dataset=TINY, image_size=48, batch_size=32, epochs=2, steps_per_epoch=300,
-    warmup_epochs=0.2, base_lr=3.2, ema_decay=0.99, min_crop_scale=0.35, random_erasing=0.0,
-    verbose=0,
-)
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory) -> str:
-    directory = str(tmp_path_factory.mktemp("tfds"))
-    data.prepare(TINY, directory)
-    return directory
 
 
 def _flags(config: dict) -> list[str]:
@@ -48,7 +35,7 @@ def _flags(config: dict) -> list[str]:
 
 
 def _train_command(output_dir: str, data_dir: str, **overrides) -> list[str]:
-    config = {**SHORT, "output_dir": output_dir, "data_dir": data_dir,
+    config = {**TINY_RUN, "output_dir": output_dir, "data_dir": data_dir,
               "latest_file": os.path.join(output_dir, "LATEST"), **overrides}
     return [sys.executable, os.path.join(ROOT, "train.py"), *_flags(config)]
 
@@ -82,20 +69,12 @@ def _assert_learned(summary: dict) -> None:
     assert summary["test_top1"] > 1.6 * CHANCE
 
 
-@pytest.fixture(scope="module")
-def short_run(tmp_path_factory, data_dir) -> tuple[TrainConfig, dict]:
-    """One uninterrupted two-epoch run, in this process."""
-    root = tmp_path_factory.mktemp("short")
-    config = TrainConfig(**SHORT, data_dir=data_dir, output_dir=str(root / "run"),
-                         latest_file=str(root / "runs" / "LATEST"))
-    return config, train(config)
-
-
-def test_short_run_learns_and_evaluates_the_ema(short_run, data_dir):
-    config, summary = short_run
+@TINY_RUN_GROUP
+def test_short_run_learns_and_evaluates_the_ema(tiny_run, tiny_data_dir):
+    config, summary = tiny_run
     output_dir, latest = config.output_dir, config.latest_file
     _assert_learned(summary)
-    assert _state(output_dir)["step"] == summary["step"] == 2 * 300
+    assert _state(output_dir)["step"] == summary["step"] == 2 * 150
     with open(latest) as file:
         assert file.read().strip() == os.path.abspath(output_dir)
     assert os.listdir(os.path.join(output_dir, "logs", "train"))
@@ -109,7 +88,7 @@ def test_short_run_learns_and_evaluates_the_ema(short_run, data_dir):
     # The EMA is a different set of weights, and it is what val_ema_* scored.
     assert any(not np.allclose(a, b) for a, b in zip(last.get_weights(), raw.get_weights()))
     validation = data.make_dataset(
-        TINY, "validation", image_size=48, batch_size=50, training=False, data_dir=data_dir
+        TINY, "validation", image_size=48, batch_size=50, training=False, data_dir=tiny_data_dir
     )
     history = summary["history"]
     assert _top1(last, validation) == pytest.approx(history[-1]["val_ema_top1"], abs=1e-6)
@@ -123,15 +102,15 @@ def test_short_run_learns_and_evaluates_the_ema(short_run, data_dir):
     np.testing.assert_allclose(deploy.predict_on_batch(images), logits, rtol=1e-3, atol=1e-3)
 
 
-def test_mirrored_strategy_on_two_logical_cpus(tmp_path, data_dir):
+def test_mirrored_strategy_on_two_logical_cpus(tmp_path, tiny_data_dir):
     output_dir = str(tmp_path / "mirrored")
-    command = _train_command(output_dir, data_dir, strategy="mirrored", logical_cpus=2,
-                             batch_size=16)
+    command = _train_command(output_dir, tiny_data_dir, strategy="mirrored", logical_cpus=2,
+                             batch_size=32)
     result = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "MirroredStrategy x2: global batch 32" in result.stdout
+    assert "MirroredStrategy x2: global batch 64" in result.stdout
     summary = _summary(output_dir)
-    assert summary["step"] == 2 * 300
+    assert summary["step"] == 2 * 150
     _assert_learned(summary)
 
 
@@ -145,10 +124,10 @@ def _free_ports(count: int) -> list[int]:
     return ports
 
 
-def test_multi_worker_two_processes_agree(tmp_path, data_dir):
+def test_multi_worker_two_processes_agree(tmp_path, tiny_data_dir):
     output_dir = str(tmp_path / "multi")
     workers = [f"localhost:{port}" for port in _free_ports(2)]
-    command = _train_command(output_dir, data_dir, strategy="multi_worker", batch_size=8,
+    command = _train_command(output_dir, tiny_data_dir, strategy="multi_worker", batch_size=8,
                              steps_per_epoch=4)
     processes = [
         subprocess.Popen(
@@ -176,9 +155,9 @@ def test_multi_worker_two_processes_agree(tmp_path, data_dir):
     assert not [f for f in os.listdir(output_dir) if f.startswith(".tmp-")]
 
 
-def test_killed_run_resumes_with_the_same_number_of_steps(tmp_path, data_dir):
+def test_killed_run_resumes_with_the_same_number_of_steps(tmp_path, tiny_data_dir):
     output_dir = str(tmp_path / "killed")
-    command = _train_command(output_dir, data_dir, epochs=3, steps_per_epoch=6)
+    command = _train_command(output_dir, tiny_data_dir, epochs=3, steps_per_epoch=6)
     process = subprocess.Popen(command, env=_env(), stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
     state_file = os.path.join(output_dir, "checkpoints", "state.json")
@@ -201,17 +180,18 @@ def test_killed_run_resumes_with_the_same_number_of_steps(tmp_path, data_dir):
     assert len(final["history"]) == 3
 
 
-def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(short_run, tmp_path):
-    config, _ = short_run
+@TINY_RUN_GROUP
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_run, tmp_path):
+    config, _ = tiny_run
     output_dir = str(tmp_path / "nan")
     shutil.copytree(config.output_dir, output_dir)
     # Resumed for a third epoch whose learning rate explodes.
     exploding = dataclasses.replace(config, output_dir=output_dir, latest_file="", epochs=3,
-                                    base_lr=1e12, steps_per_epoch=300)
+                                    base_lr=1e12)
     with pytest.raises(TrainingDiverged, match="NaN"):
         train(exploding)
     state = _state(output_dir)
-    assert state["epoch"] == 2 and state["step"] == 2 * 300
+    assert state["epoch"] == 2 and state["step"] == 2 * 150
     assert os.path.isdir(os.path.join(output_dir, "checkpoints", state["checkpoint"]))
     assert not os.path.exists(os.path.join(output_dir, "checkpoints", "epoch-0003"))
 

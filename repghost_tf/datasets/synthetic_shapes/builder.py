@@ -32,11 +32,13 @@ _SPLIT_SEEDS = {"train": 0, "validation": 1, "test": 2}
 
 @dataclasses.dataclass
 class ShapesConfig(tfds.core.BuilderConfig):
-    """Image side, number of examples per split, and the shapes drawn."""
+    """Image side, number of examples per split, the shapes drawn, and whether to add clutter
+    (textured backgrounds, distractor strokes, strong noise) or draw on a flat colour."""
 
     image_size: int = 96
     sizes: tuple = ()
     classes: tuple = CLASSES
+    cluttered: bool = True
 
 
 def _polygon_radius(theta: np.ndarray, sides: int) -> np.ndarray:
@@ -95,15 +97,18 @@ def _background(rng: np.random.Generator, size: int, yy: np.ndarray, xx: np.ndar
 
 
 def render_example(
-    split: str, index: int, image_size: int = 96, classes: tuple = CLASSES
+    split: str, index: int, image_size: int = 96, classes: tuple = CLASSES, cluttered: bool = True
 ) -> tuple[np.ndarray, int]:
     """The (uint8 image, label) of example `index` of `split`; a pure function of its arguments."""
     rng = np.random.default_rng([_SPLIT_SEEDS[split], index])
     label = int(rng.integers(len(classes)))
     yy, xx = np.mgrid[0:image_size, 0:image_size].astype(np.float32)
-    image = _background(rng, image_size, yy, xx)
+    if cluttered:
+        image = _background(rng, image_size, yy, xx)
+    else:
+        image = np.broadcast_to(rng.uniform(0, 255, 3), (image_size, image_size, 3)).copy()
 
-    for _ in range(rng.integers(0, 3)):
+    for _ in range(rng.integers(0, 3) if cluttered else 0):
         y0, x0 = rng.uniform(0, image_size, 2)
         angle, length = rng.uniform(0, np.pi), rng.uniform(0.1, 0.4) * image_size
         along = (xx - x0) * np.cos(angle) + (yy - y0) * np.sin(angle)
@@ -124,18 +129,19 @@ def render_example(
     shade = 1.0 + rng.uniform(-0.25, 0.25) * (x / 2)
     image[mask] = np.clip(colour * shade[mask][:, None], 0, 255)
 
-    image += rng.normal(0, rng.uniform(2, 10), image.shape)
+    image += rng.normal(0, rng.uniform(2, 10) if cluttered else 2, image.shape)
     return np.clip(image, 0, 255).astype(np.uint8), label
 
 
 class SyntheticShapes(tfds.core.GeneratorBasedBuilder):
     """Coloured shapes rendered on textured backgrounds; no download."""
 
-    VERSION = tfds.core.Version("1.1.0")
+    VERSION = tfds.core.Version("1.2.0")
     RELEASE_NOTES = {
         "1.0.0": "Initial release.",
         "1.1.0": "Distinct shapes (half disk, bowtie for pentagon, hexagon), larger, more contrast, "
         "subtler textures and noise.",
+        "1.2.0": "tiny: shapes on a flat colour, without clutter, so that tests learn in few steps.",
     }
     BUILDER_CONFIGS = [
         ShapesConfig(
@@ -146,11 +152,12 @@ class SyntheticShapes(tfds.core.GeneratorBasedBuilder):
         ),
         ShapesConfig(
             name="tiny",
-            description="4 classes, 48x48 images; 1,200 train, 200 validation, 300 test: quick "
-            "to learn, for tests.",
+            description="4 classes, 48x48 images on a flat colour; 1,200 train, 200 validation, "
+            "300 test: quick to learn, for tests.",
             image_size=48,
             sizes=(("train", 1_200), ("validation", 200), ("test", 300)),
             classes=("circle", "triangle", "square", "cross"),
+            cluttered=False,
         ),
     ]
 
@@ -170,5 +177,7 @@ class SyntheticShapes(tfds.core.GeneratorBasedBuilder):
     def _generate_examples(self, split: str, count: int):
         for index in range(count):
             config = self.builder_config
-            image, label = render_example(split, index, config.image_size, config.classes)
+            image, label = render_example(
+                split, index, config.image_size, config.classes, config.cluttered
+            )
             yield index, {"image": image, "label": label}
