@@ -16,10 +16,8 @@ TINY_CLASSES = ("circle", "triangle", "square", "cross")
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory) -> str:
-    directory = str(tmp_path_factory.mktemp("tfds"))
-    data.prepare(TINY, directory)
-    return directory
+def data_dir(tiny_data_dir) -> str:
+    return tiny_data_dir
 
 
 def test_builtin_examples_are_deterministic_and_cover_all_classes():
