@@ -140,15 +140,16 @@ def make_dataset(
     input_context: tf.distribute.InputContext | None = None,
     shuffle_buffer: int = 10_000,
     seed: int | None = None,
-    drop_remainder: bool = False,
+    repeat: bool = False,
 ) -> tf.data.Dataset:
     """Batches of (float32 images in [0, 255], int32 labels) from `split` of dataset `name`.
 
     training=True: shuffled, repeated forever, augmented, non-deterministic order, full batches.
-    training=False: one pass in order, resized to image_size / 0.875 and centre-cropped.
-    With `input_context` (tf.distribute), the dataset is this input pipeline's shard;
-    drop_remainder=True also drops a last partial evaluation batch (replicas cannot take
-    empty per-replica batches).
+    training=False: one pass in order, resized to image_size / 0.875 and centre-cropped;
+    repeat=True makes that pass endless in full batches, for evaluation under tf.distribute,
+    whose caller bounds it with a step count (Keras mis-counts metrics at the end of a finite
+    distributed dataset).
+    With `input_context` (tf.distribute), the dataset is this input pipeline's shard.
     """
     source = prepare(name, data_dir, manual_dir)
     pipelines = input_context.num_input_pipelines if input_context else 1
@@ -178,7 +179,9 @@ def make_dataset(
             lambda encoded, label: (eval_image(encoded, image_size), tf.cast(label, tf.int32)),
             num_parallel_calls=tf.data.AUTOTUNE,
         )
-        dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
+        if repeat:
+            dataset = dataset.repeat()
+        dataset = dataset.batch(batch_size, drop_remainder=repeat)
     options = tf.data.Options()
     options.deterministic = not training
     return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)

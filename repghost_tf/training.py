@@ -473,6 +473,9 @@ def train(config: TrainConfig) -> dict:
         raise ConfigError(
             f"{train_examples} training images make no batch of {global_batch}; lower --batch_size."
         )
+    val_examples = data.num_examples(config.dataset, val_split, config.data_dir)
+    # Several replicas validate on whole global batches only (see data.make_dataset).
+    validation_steps = max(1, val_examples // global_batch) if replicas > 1 else None
     total_steps = steps_per_epoch * config.epochs
     peak_lr = config.base_lr * global_batch / LR_REFERENCE_BATCH
     schedule = WarmupCosine(
@@ -532,7 +535,7 @@ def train(config: TrainConfig) -> dict:
                 config.dataset, split, image_size=config.image_size,
                 batch_size=context.get_per_replica_batch_size(global_batch), training=False,
                 data_dir=config.data_dir, manual_dir=config.manual_dir, input_context=context,
-                drop_remainder=replicas > 1,
+                repeat=validation_steps is not None,
             )
         return strategy.distribute_datasets_from_function(make)
 
@@ -549,12 +552,16 @@ def train(config: TrainConfig) -> dict:
                 f"epochs {initial_epoch + 1}-{config.epochs}, dtype {config.dtype}.",
                 flush=True,
             )
+            if validation_steps is not None:
+                print(f"Validating on {validation_steps * global_batch} of the {val_examples} "
+                      f"{val_split} images (whole global batches).", flush=True)
         trainer.fit(
             strategy.distribute_datasets_from_function(train_input),
             epochs=config.epochs,
             initial_epoch=initial_epoch,
             steps_per_epoch=steps_per_epoch,
             validation_data=eval_input(val_split),
+            validation_steps=validation_steps,
             callbacks=callbacks,
             verbose=config.verbose if chief else 0,
             shuffle=False,
