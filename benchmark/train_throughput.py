@@ -24,6 +24,7 @@ try:
 except ImportError:
     timm = torch = None
 
+import keras  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from benchmark import results_io  # noqa: E402
@@ -35,7 +36,8 @@ flags.DEFINE_integer("batch_size", 64, "Batch size.")
 flags.DEFINE_enum("dtype", "float32", ["float32", "mixed_float16", "mixed_bfloat16"],
                   "Keras dtype policy; PyTorch runs under the matching autocast.")
 flags.DEFINE_integer("steps", 10, "Timed training steps.")
-flags.DEFINE_integer("warmup_steps", 3, "Untimed steps first (tracing, allocation).")
+flags.DEFINE_integer("warmup_steps", 3, "Untimed steps first (tracing, allocation); at least 1.",
+                     lower_bound=1)
 flags.DEFINE_bool("xla", False, "Compile the Keras step with XLA.")
 flags.DEFINE_bool("torch", True, "Also measure timm's PyTorch model, if installed.")
 flags.DEFINE_string(
@@ -46,7 +48,6 @@ FLAGS = flags.FLAGS
 
 
 def keras_images_per_second() -> float:
-    import keras
     import numpy as np
     import tensorflow as tf
 
@@ -67,10 +68,27 @@ def keras_images_per_second() -> float:
     images = rng.uniform(0, 255, (FLAGS.batch_size, FLAGS.image_size, FLAGS.image_size, 3))
     labels = rng.integers(0, 1000, FLAGS.batch_size)
     batch = tf.data.Dataset.from_tensors((images.astype("float32"), labels)).repeat().prefetch(2)
-    model.fit(batch, steps_per_epoch=FLAGS.warmup_steps, epochs=1, verbose=0)
-    start = time.perf_counter()
-    model.fit(batch, steps_per_epoch=FLAGS.steps, epochs=1, verbose=0)
-    return FLAGS.steps * FLAGS.batch_size / (time.perf_counter() - start)
+    clock = StepClock(FLAGS.warmup_steps)
+    model.fit(batch, steps_per_epoch=FLAGS.warmup_steps + FLAGS.steps, epochs=1, verbose=0,
+              callbacks=[clock])
+    return FLAGS.steps * FLAGS.batch_size / clock.seconds
+
+
+class StepClock(keras.callbacks.Callback):
+    """Times the steps after the first `warmup` of one fit() call, so that neither tracing nor
+    fit()'s own start-up counts."""
+
+    def __init__(self, warmup: int):
+        super().__init__()
+        self.warmup = warmup
+        self.start = self.seconds = 0.0
+
+    def on_train_batch_end(self, batch, logs=None):
+        if batch + 1 == self.warmup:
+            self.start = time.perf_counter()
+
+    def on_train_end(self, logs=None):
+        self.seconds = time.perf_counter() - self.start
 
 
 def torch_images_per_second() -> float:
