@@ -62,22 +62,45 @@ class GroupedConv2D(layers.Conv2D):
     Keras's TensorFlow backend wraps grouped convolutions in an XLA-compiled sub-function, which
     hides them from `repghost_tf.profile` and keeps the TFLite converter from emitting a plain
     CONV_2D. TensorFlow's Conv2D op takes a grouped kernel (input depth = channels / groups)
-    directly; its CPU gradient needs oneDNN, the default on x86. Weights, config and layout are
-    those of `keras.layers.Conv2D`.
+    directly, but its CPU gradient kernels handle groups only with oneDNN, which TensorFlow
+    leaves off on some x86 CPUs; the gradient is therefore computed by XLA. Weights, config and
+    layout are those of `keras.layers.Conv2D`. The bias is added with AddV2, not BiasAdd:
+    TensorFlow's graph optimizer fuses Conv2D + BiasAdd into a CPU kernel that rejects groups.
     """
 
-    def convolution_op(self, inputs, kernel):
+    def call(self, inputs):
         if self.groups == 1 or keras.backend.backend() != "tensorflow":
-            return super().convolution_op(inputs, kernel)
+            return super().call(inputs)
         import tensorflow as tf
 
-        return tf.nn.convolution(
-            inputs,
-            kernel,
-            strides=list(self.strides),
-            padding=self.padding.upper(),
-            dilations=list(self.dilation_rate),
+        outputs = _grouped_convolution(
+            inputs, self.kernel, tuple(self.strides), self.padding.upper(),
+            tuple(self.dilation_rate),
         )
+        if self.use_bias:
+            outputs = tf.math.add(outputs, tf.cast(self.bias, outputs.dtype))
+        return self.activation(outputs)
+
+
+def _grouped_convolution(inputs, kernel, strides: tuple, padding: str, dilations: tuple):
+    """tf.nn.convolution with a grouped kernel, differentiated through XLA."""
+    import tensorflow as tf
+
+    def convolve(x, k):
+        return tf.nn.convolution(x, k, strides=strides, padding=padding, dilations=dilations)
+
+    @tf.function(jit_compile=True)
+    def gradients(x, k, upstream):
+        with tf.GradientTape() as tape:
+            tape.watch([x, k])
+            y = convolve(x, k)
+        return tape.gradient(y, [x, k], output_gradients=upstream)
+
+    @tf.custom_gradient
+    def grouped(x, k):
+        return convolve(x, k), lambda upstream: gradients(x, k, upstream)
+
+    return grouped(inputs, tf.convert_to_tensor(kernel))
 
 
 class FusableLayer(layers.Layer):

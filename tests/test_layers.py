@@ -1,6 +1,7 @@
 """Layer-level behaviour: in-place fuse(), serialization, PyTorch-style names and padding."""
 
 import keras
+import tensorflow as tf
 import numpy as np
 import pytest
 
@@ -8,6 +9,7 @@ from helpers import randomize_batchnorms, relative_error
 from repghost_tf.layers import (
     ConvBN,
     GhostModule,
+    GroupedConv2D,
     RepGhostBottleneck,
     RepGhostModule,
     make_divisible,
@@ -79,6 +81,38 @@ def test_ghost_module_concatenates_and_slices_odd_channels():
     model = _single_layer_model(layer)
     assert model.output.shape[-1] == 7
     assert layer.intrinsic_channels == 4
+
+
+@pytest.mark.parametrize("strides", [1, 2])
+def test_grouped_conv_trains_in_a_graph_like_per_group_convs(strides):
+    """Graph mode is where TensorFlow's CPU kernels without oneDNN fail on groups (the fused
+    Conv2D+BiasAdd forward, the filter gradient); compare against one conv per group."""
+    groups, channels = 4, 12
+    layer = GroupedConv2D(channels, 3, strides=strides, padding="same", groups=groups,
+                          name="grouped")
+    layer.build((None, 9, 9, channels))
+    layer.bias.assign(np.random.default_rng(1).normal(0, 1, channels))
+    inputs = tf.constant(_random_input(channels, (9, 9)))
+
+    def per_group(x, kernel, bias):
+        pieces = zip(tf.split(x, groups, axis=-1), tf.split(kernel, groups, axis=-1))
+        outputs = [tf.nn.conv2d(p, k, strides, "SAME") for p, k in pieces]
+        return tf.concat(outputs, axis=-1) + bias
+
+    @tf.function
+    def outputs_and_gradients(forward):
+        with tf.GradientTape() as tape:
+            tape.watch(inputs)
+            outputs = forward()
+            loss = tf.reduce_sum(tf.square(outputs) * tf.range(1.0, 1.0 + channels))
+        return [outputs, *tape.gradient(loss, [inputs, layer.kernel.value, layer.bias.value])]
+
+    ours = outputs_and_gradients(lambda: layer(inputs))
+    reference = outputs_and_gradients(
+        lambda: per_group(inputs, layer.kernel.value, layer.bias.value)
+    )
+    for got, expected in zip(ours, reference):
+        assert relative_error(got, expected) < 1e-5
 
 
 def test_layers_round_trip_through_config():
