@@ -277,6 +277,23 @@ def test_fused_model_matches_training_form(variant):
     assert_fusion_is_exact(model, sizes=((64, 64), (75, 49)))
 
 
+def test_training_step_and_deploy_predict_run_as_graphs():
+    """fit() and predict() run traced graphs, where TensorFlow's CPU kernels without oneDNN
+    reject grouped convs (the filter gradient, the fused Conv2D+BiasAdd)."""
+    model = GGhostRegNetX002(input_shape=(32, 32, 3), classes=4, classifier_activation=None)
+    model.compile(optimizer=keras.optimizers.SGD(0.1),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    grouped = model.get_layer("layer4").end.conv2.conv
+    assert grouped.groups > 1
+    before = grouped.kernel.numpy()
+    images, labels = random_images(8, 32, 32), np.arange(8) % 4
+    assert np.isfinite(model.train_on_batch(images, labels))
+    assert not np.allclose(grouped.kernel.numpy(), before)
+    deployed = repghost_tf.fuse(model)
+    expected = model.predict(images, verbose=0)
+    assert relative_error(deployed.predict(images, verbose=0), expected) < 1e-4
+
+
 @pytest.mark.parametrize("form", ["training", "deploy"])
 def test_keras_file_round_trip_in_safe_mode(tmp_path, form):
     model = GGhostRegNetX002(classifier_activation=None)
