@@ -66,7 +66,7 @@ def test_int8_keeps_the_float_top1(reports):
     """Issue #5 aims at 97% top-1 agreement. Post-training int8 reaches 96.1-97.2% on the
     README's main-job model (README, "int8 accuracy"); on this fixture it was 98.3% in the last
     run and below 97% in one of the two runs before. The flips are near-ties of the float logits.
-    The agreement bound guards against a broken quantization (which scores far lower); the
+    The agreement bound guards against a broken quantization; the
     accuracy bound is the issue's."""
     check = reports["repghostnet_050_int8.json"]["verification"]
     assert check["accuracy_drop_points"] <= 1.5
