@@ -10,6 +10,7 @@ to its deploy form in place. Sub-layers are named after the official PyTorch mod
 
 from __future__ import annotations
 
+import functools
 import math
 
 import keras
@@ -86,21 +87,36 @@ def _grouped_convolution(inputs, kernel, strides: tuple, padding: str, dilations
     """tf.nn.convolution with a grouped kernel, differentiated through XLA."""
     import tensorflow as tf
 
-    def convolve(x, k):
-        return tf.nn.convolution(x, k, strides=strides, padding=padding, dilations=dilations)
-
-    @tf.function(jit_compile=True)
-    def gradients(x, k, upstream):
-        with tf.GradientTape() as tape:
-            tape.watch([x, k])
-            y = convolve(x, k)
-        return tape.gradient(y, [x, k], output_gradients=upstream)
+    config = (strides, padding, dilations)
+    gradients = _xla_convolution_gradients(*config)
 
     @tf.custom_gradient
     def grouped(x, k):
-        return convolve(x, k), lambda upstream: gradients(x, k, upstream)
+        return _convolve(x, k, *config), lambda upstream: gradients(x, k, upstream)
 
     return grouped(inputs, tf.convert_to_tensor(kernel))
+
+
+def _convolve(x, kernel, strides: tuple, padding: str, dilations: tuple):
+    import tensorflow as tf
+
+    return tf.nn.convolution(x, kernel, strides=strides, padding=padding, dilations=dilations)
+
+
+@functools.cache
+def _xla_convolution_gradients(strides: tuple, padding: str, dilations: tuple):
+    """One XLA-compiled gradient function per convolution configuration, so that eager calls
+    reuse its compilation."""
+    import tensorflow as tf
+
+    @tf.function(jit_compile=True)
+    def gradients(x, kernel, upstream):
+        with tf.GradientTape() as tape:
+            tape.watch([x, kernel])
+            y = _convolve(x, kernel, strides, padding, dilations)
+        return tape.gradient(y, [x, kernel], output_gradients=upstream)
+
+    return gradients
 
 
 class FusableLayer(layers.Layer):
