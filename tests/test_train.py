@@ -113,15 +113,17 @@ def test_mirrored_strategy_on_two_logical_cpus(tmp_path, tiny_data_dir):
     summary = _summary(output_dir)
     assert summary["step"] == 2 * 150
     _assert_learned(summary)
-    # The per-epoch validation under two replicas scores what a plain evaluation of the same
-    # weights on the same 192 images scores (Keras mis-counts a finite distributed dataset).
+    # The per-epoch validation under two replicas scores about what a plain evaluation of
+    # best.keras on the same 192 images scores; Keras mis-counted a finite distributed dataset
+    # (val top-5 75% on four classes, top-1 21 points low). Not exactly: each replica keeps its
+    # own BatchNorm moving statistics (kernels stay equal), and best.keras holds replica 0's.
     best_epoch = summary["history"][summary["best_epoch"] - 1]
     assert best_epoch["val_ema_top5"] == 1.0  # four classes: top-4 always holds the label
     best = keras.saving.load_model(os.path.join(output_dir, "best.keras"), compile=False,
                                    safe_mode=True)
     validated = data.make_dataset(TINY, "validation[:192]", image_size=48, batch_size=64,
                                   training=False, data_dir=tiny_data_dir)
-    assert abs(best_epoch["val_ema_top1"] - _top1(best, validated)) <= 1 / 192
+    assert abs(best_epoch["val_ema_top1"] - _top1(best, validated)) <= 0.03
 
 
 def _free_ports(count: int) -> list[int]:
