@@ -61,10 +61,12 @@ flags.DEFINE_string(
     "else the built-in one.")
 flags.DEFINE_string("calibration_split", "train", "Calibration split.")
 flags.DEFINE_integer(
-    "calibration_steps", 50,
-    "Calibration images (one per step). The converter takes min/max ranges, which a few rare "
-    "images widen for all: on RepGhostNet 0.5x, 50 images beat 200 (top-1 agreement 96% vs 84%).",
-    lower_bound=1)
+    "calibration_steps", 50, "Calibration images (one per step).", lower_bound=1)
+flags.DEFINE_enum(
+    "calibration_ranges", "mse", ["mse", "minmax"],
+    "Activation ranges of int8 models: mse clips each tensor where int8 rounding plus clipping "
+    "error is least on the calibration images; minmax takes the extremes they reach (the "
+    "converter's default), which a few rare values widen for every image.")
 flags.DEFINE_string(
     "eval_dataset", None, "Labelled TFDS dataset to verify on; default: as --calibration_dataset.")
 flags.DEFINE_string("eval_split", "test", "Split to verify on.")

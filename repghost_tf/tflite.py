@@ -8,7 +8,6 @@ a Flex (Select TF) op would need the TensorFlow runtime on the phone, so it fail
 from __future__ import annotations
 
 import contextlib
-import itertools
 import os
 import re
 import sys
@@ -19,6 +18,8 @@ from typing import Callable, Iterable, Iterator
 import keras
 import numpy as np
 import tensorflow as tf
+
+from repghost_tf import calibration
 
 QUANTIZATIONS = ("none", "float16", "dynamic", "int8")
 IO_TYPES = ("float32", "uint8", "int8")
@@ -38,6 +39,7 @@ def convert(
     io_type: str = "float32",
     representative_data: Iterable | Callable[[], Iterable] | None = None,
     pixel_range: tuple[float, float] | None = PIXEL_RANGE,
+    ranges: str = "mse",
 ) -> bytes:
     """Converts `model`, as it is (fuse it first for the deploy form), to a TFLite flatbuffer.
 
@@ -48,14 +50,15 @@ def convert(
         image_size: the fixed square input size; the batch is fixed to 1.
         io_type: input and output type of an "int8" model: "float32", "uint8" or "int8".
             Float models always have float32 inputs and outputs.
-        representative_data: calibration images for "int8": one (N, H, W, 3) array, or an
-            iterable (or a callable returning one) of such batches or of (images, labels) pairs,
-            such as a `tf.data.Dataset`, preprocessed as for evaluation. Every image is one
-            calibration step.
-        pixel_range: the input range an "int8" model must represent exactly. The converter takes
-            the input's quantization from the calibration images' min/max; the first calibration
-            image is contrast-stretched to this range so that every camera pixel value is
-            representable (uint8 input: scale 1, zero point 0). None keeps the data's own range.
+        representative_data: calibration images for "int8": one (N, H, W, 3) array, or a
+            re-iterable (a list, a `tf.data.Dataset`, or a callable returning an iterable) of
+            such batches or of (images, labels) pairs, preprocessed as for evaluation. Every
+            image is one calibration step; they are read twice.
+        pixel_range: the input range an "int8" model represents exactly, whatever the
+            calibration images span (uint8 input: scale 1, zero point 0, every camera pixel).
+            None keeps the calibration images' own range.
+        ranges: how "int8" sets activation ranges: "mse" (least rounding plus clipping error)
+            or "minmax" (the converter's own); see `repghost_tf.calibration`.
 
     Raises:
         ExportError: bad arguments, or an op with no TFLite builtin kernel.
@@ -68,6 +71,8 @@ def convert(
         raise ExportError(f"unknown io_type {io_type!r}; choose from {', '.join(IO_TYPES)}")
     if io_type != "float32" and quantize != "int8":
         raise ExportError(f"io_type={io_type} needs quantize=int8; {quantize} models take float32")
+    if ranges not in calibration.RANGES:
+        raise ExportError(f"unknown ranges {ranges!r}; choose from {', '.join(calibration.RANGES)}")
     if quantize == "int8" and representative_data is None:
         raise ExportError("int8 quantization needs representative_data for calibration")
 
@@ -81,20 +86,35 @@ def convert(
                 converter.optimizations = [tf.lite.Optimize.DEFAULT]
             if quantize == "float16":
                 converter.target_spec.supported_types = [tf.float16]
-            elif quantize == "int8":
-                converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-                converter.representative_dataset = lambda: _calibration_images(
-                    representative_data, pixel_range
+            if quantize == "int8":
+                flatbuffer = _full_int8(
+                    converter, lambda: _calibration_images(representative_data), io_type,
+                    pixel_range, ranges,
                 )
-                converter.inference_input_type = getattr(tf, io_type)
-                converter.inference_output_type = getattr(tf, io_type)
-            flatbuffer = converter.convert()
+            else:
+                flatbuffer = converter.convert()
     except ExportError:
         raise
     except Exception as error:  # The converter raises several types, all with a long message.
         raise ExportError(_conversion_failure(error)) from error
     check_builtin_only(flatbuffer)
     return flatbuffer
+
+
+def _full_int8(converter, images, io_type: str, pixel_range, ranges: str) -> bytes:
+    """Calibrates, sets the activation ranges, then quantizes: the converter's own steps, with
+    `calibration.set_ranges` in between (as TensorFlow's QuantizationDebugger does)."""
+    from tensorflow.lite.python.convert import mlir_quantize
+
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.representative_dataset = lambda: ([image] for image in images())
+    converter._experimental_calibrate_only = True  # noqa: SLF001 (no public API for this step)
+    calibrated = calibration.set_ranges(
+        converter.convert(), images(), method=ranges, input_range=pixel_range
+    )
+    return mlir_quantize(
+        calibrated, input_data_type=getattr(tf, io_type), output_data_type=getattr(tf, io_type)
+    )
 
 
 def fixed_input_model(model: keras.Model, image_size: int) -> keras.Model:
@@ -105,27 +125,18 @@ def fixed_input_model(model: keras.Model, image_size: int) -> keras.Model:
     return keras.Model(inputs, model(inputs, training=False), name=model.name)
 
 
-def _calibration_images(
-    data: Iterable | Callable[[], Iterable], pixel_range: tuple[float, float] | None
-) -> Iterator[list[np.ndarray]]:
-    """Yields single float32 images [1, H, W, C] for the converter's calibration."""
+def _calibration_images(data: Iterable | Callable[[], Iterable]) -> Iterator[np.ndarray]:
+    """Yields the single float32 images [1, H, W, C] of `representative_data`."""
     batches = data() if callable(data) else data
     if isinstance(batches, np.ndarray):
         batches = [batches]
-    images = (
-        image
-        for batch in batches
-        for image in np.asarray(batch[0] if isinstance(batch, (tuple, list)) else batch)
-    )
-    first = next(images, None)
-    if first is None:
+    seen = False
+    for batch in batches:
+        for image in np.asarray(batch[0] if isinstance(batch, (tuple, list)) else batch):
+            seen = True
+            yield np.asarray(image, np.float32)[None]
+    if not seen:
         raise ExportError("the representative dataset is empty")
-    if pixel_range is not None:
-        low, high = pixel_range
-        span = max(float(first.max() - first.min()), 1e-6)
-        first = np.clip(low + (first - first.min()) * ((high - low) / span), low, high)
-    for image in itertools.chain([first], images):
-        yield [np.asarray(image, np.float32)[None]]
 
 
 def _conversion_failure(error: Exception) -> str:
@@ -178,10 +189,7 @@ def _operators(model_bytes_or_path: bytes | str | os.PathLike) -> Iterator[tuple
 def make_interpreter(model_path_or_bytes: bytes | str | os.PathLike, num_threads: int = 1):
     """A LiteRT interpreter (XNNPACK by default) with tensors allocated; tflite_runtime's where
     only it is installed."""
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-    except ImportError:
-        from tflite_runtime.interpreter import Interpreter
+    Interpreter = interpreter_class()
     if isinstance(model_path_or_bytes, (bytes, bytearray)):
         interpreter = Interpreter(model_content=bytes(model_path_or_bytes), num_threads=num_threads)
     else:
@@ -190,6 +198,15 @@ def make_interpreter(model_path_or_bytes: bytes | str | os.PathLike, num_threads
         )
     interpreter.allocate_tensors()
     return interpreter
+
+
+def interpreter_class() -> type:
+    """LiteRT's Interpreter, or tflite_runtime's where only it is installed."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        from tflite_runtime.interpreter import Interpreter
+    return Interpreter
 
 
 def run_interpreter(interpreter, images: np.ndarray) -> np.ndarray:

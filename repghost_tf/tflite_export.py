@@ -51,6 +51,7 @@ class ExportOptions:
     calibration_dataset: str | None = None
     calibration_split: str = "train"
     calibration_steps: int = 50
+    calibration_ranges: str = "mse"
     eval_dataset: str | None = None
     eval_split: str = "test"
     eval_examples: int = 1000
@@ -92,7 +93,7 @@ def export(options: ExportOptions, log: Callable[[str], None] = print) -> list[s
             io_type = options.io_type if quantize == "int8" else "float32"
             flatbuffer = convert(
                 exported, quantize, image_size=image_size, io_type=io_type,
-                representative_data=calibration,
+                representative_data=calibration, ranges=options.calibration_ranges,
             )
             report = {
                 "model_name": model.name,
@@ -109,6 +110,7 @@ def export(options: ExportOptions, log: Callable[[str], None] = print) -> list[s
                     "dataset": _dataset_name(options.calibration_dataset),
                     "split": options.calibration_split,
                     "images": options.calibration_steps,
+                    "activation_ranges": options.calibration_ranges,
                     "weights": "int8, per output channel",
                 }
             if evaluation:

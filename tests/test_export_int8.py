@@ -58,17 +58,18 @@ def test_int8_export_takes_camera_pixels_and_is_a_third_of_the_size(reports):
         "dtype": "uint8", "shape": [1, IMAGE_SIZE, IMAGE_SIZE, 3], "scale": 1.0, "zero_point": 0
     }
     assert int8["model"]["output"]["dtype"] == "uint8"
+    assert int8["calibration"]["activation_ranges"] == "mse"
     assert int8["model"]["size_bytes"] < 0.4 * float32["model"]["size_bytes"]
     assert "CONCATENATION" not in int8["model"]["op_histogram"]
 
 
 def test_int8_stays_close_to_the_float_model(reports):
-    """Issue #5 asks for 97% top-1 agreement and at most 1.5 points of accuracy lost; post-training
-    int8 meets neither reliably. On the README's main-job model (2,000 test images): 96.85%
-    agreement, 0.45 points lost (README, "int8 accuracy"). This fixture's short, non-deterministic
-    training run scores 70-90%, and its 300 test images make one image 0.33 points: runs gave
-    98.3% agreement in one, 93.7% agreement and a 3.0-point drop in another. These bounds catch a
-    broken quantization, not the issue's targets."""
+    """Issue #5 asks for 97% top-1 agreement and at most 1.5 points of accuracy lost. The README's
+    main-job model (2,000 test images) meets both: 98.35% agreement, 0.70 points gained ("int8
+    accuracy"). This fixture's short, non-deterministic training run scores 70-90%, and its 300
+    test images make one image 0.33 points: with min/max ranges, runs gave 98.3% agreement in
+    one, 93.7% agreement and a 3.0-point drop in another. These bounds catch a broken
+    quantization; the README's measurement is the one held against the issue's targets."""
     check = reports["repghostnet_050_int8.json"]["verification"]
     print(f"int8: agreement {check['top1_agreement']:.4f}, "
           f"drop {check['accuracy_drop_points']:.2f} points")
