@@ -57,11 +57,13 @@ def set_ranges(
         and len(tensor.quantization.min) == 1
     }
     ranges = dict(recorded)
-    if method == "mse":
-        histograms = _histograms(calibrated, images, recorded)
-        ranges.update({index: _least_error_range(h) for index, h in histograms.items()})
     if input_range is not None:
         ranges[subgraph.inputs[0]] = input_range
+    if method == "mse":
+        measured = {i: limits for i, limits in recorded.items() if i not in subgraph.inputs
+                    or input_range is None}
+        histograms = _histograms(calibrated, images, measured)
+        ranges.update({index: _least_error_range(h) for index, h in histograms.items()})
     for index, (low, high) in ranges.items():
         quantization = subgraph.tensors[index].quantization
         quantization.min, quantization.max = [float(low)], [float(high)]
