@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 import keras
 import numpy as np
@@ -87,7 +87,7 @@ def export(options: ExportOptions, log: Callable[[str], None] = print) -> list[s
     try:
         calibration = _calibration_data(options, image_size) if "int8" in options.quantize else None
         evaluation = _evaluation_data(options, model, image_size) if options.verify else None
-        labels = evaluation["labels"] if evaluation else None
+        class_names = evaluation["class_names"] if evaluation else None
         results = []
         for quantize in dict.fromkeys(options.quantize):
             io_type = options.io_type if quantize == "int8" else "float32"
@@ -118,9 +118,9 @@ def export(options: ExportOptions, log: Callable[[str], None] = print) -> list[s
                     "dataset": evaluation["name"],
                     "split": options.eval_split,
                     **compare(
-                        flatbuffer, model, evaluation["dataset"],
-                        max_examples=options.eval_examples or None,
-                        with_accuracy=labels is not None, num_threads=options.num_threads,
+                        flatbuffer, evaluation["images"](), evaluation["keras_logits"],
+                        evaluation["labels"] if class_names else None,
+                        num_threads=options.num_threads,
                     ),
                 }
             stem = _file_stem(model.name, report["form"], quantize, io_type)
@@ -128,7 +128,7 @@ def export(options: ExportOptions, log: Callable[[str], None] = print) -> list[s
     except data.DatasetError as error:
         raise ExportError(str(error)) from error
     return [path for stem, flatbuffer, report in results
-            for path in _write(output_dir, stem, flatbuffer, report, labels, log)]
+            for path in _write(output_dir, stem, flatbuffer, report, class_names, log)]
 
 
 def _write(output_dir, stem, flatbuffer, report, labels, log) -> list[str]:
@@ -278,7 +278,8 @@ def _calibration_data(options: ExportOptions, image_size: int):
 
 
 def _evaluation_data(options: ExportOptions, model: keras.Model, image_size: int) -> dict:
-    """The labelled verification split, and its class names when they are the model's classes."""
+    """The verification split: its name, class names (when they are the model's classes), labels,
+    the Keras model's logits (computed once for all quantizations) and its images, re-iterable."""
     name = _dataset_name(options.eval_dataset)
     dataset = data.make_dataset(
         name, options.eval_split, image_size=image_size, batch_size=32, training=False,
@@ -286,7 +287,28 @@ def _evaluation_data(options: ExportOptions, model: keras.Model, image_size: int
     )
     classes = data.builder(name, options.data_dir).info.features["label"].names
     same_classes = len(classes) == model.outputs[0].shape[-1]
-    return {"name": name, "dataset": dataset, "labels": classes if same_classes else None}
+    max_examples = options.eval_examples or None
+    keras_logits, labels = keras_outputs(model, _take(dataset, max_examples))
+    return {
+        "name": name,
+        "class_names": classes if same_classes else None,
+        "labels": labels,
+        "keras_logits": keras_logits,
+        "images": lambda: (images for images, _ in _take(dataset, max_examples)),
+    }
+
+
+def _take(dataset: Iterable, max_examples: int | None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(images, labels) batches as float32 and label arrays, cut off after `max_examples`."""
+    seen = 0
+    for images, labels in dataset:
+        images, labels = np.asarray(images, np.float32), np.asarray(labels)
+        if max_examples:
+            images, labels = images[:max_examples - seen], labels[:max_examples - seen]
+        yield images, labels
+        seen += len(images)
+        if max_examples and seen >= max_examples:
+            return
 
 
 
@@ -311,48 +333,45 @@ def _tensor_summary(detail: dict) -> dict:
     return summary
 
 
+def keras_outputs(
+    model: keras.Model, batches: Iterable[tuple[np.ndarray, np.ndarray]]
+) -> tuple[np.ndarray, np.ndarray]:
+    """The Keras model's logits and the labels over (images, labels) batches, in inference mode
+    through the model's compiled predict step."""
+    logits, labels = [], []
+    for images, batch_labels in batches:
+        logits.append(np.asarray(model.predict_on_batch(images), np.float32))
+        labels.append(np.asarray(batch_labels))
+    if not logits:
+        raise ExportError("the verification split is empty")
+    return np.concatenate(logits), np.concatenate(labels)
+
+
 def compare(
     model_bytes: bytes,
-    keras_model: keras.Model,
-    dataset: Iterable,
+    images: Iterable[np.ndarray],
+    expected: np.ndarray,
+    labels: np.ndarray | None = None,
     *,
-    max_examples: int | None = None,
-    with_accuracy: bool = True,
     num_threads: int = 1,
 ) -> dict:
-    """Top-1 of the TFLite model against the Keras model's on (images, labels) batches; a
-    `tf.data.Dataset` is iterated afresh on every call.
+    """The TFLite model's outputs on batches of `images` against the Keras model's logits on them.
 
-    Returns examples, keras_top1 and tflite_top1 (accuracy, when `with_accuracy`), top1_agreement,
-    accuracy_drop_points, and the logit error: max_abs_logit_error and relative_logit_error
-    (||tflite - keras|| / ||keras|| over all examples).
+    Returns examples, top1_agreement, and the logit error: max_abs_logit_error and
+    relative_logit_error (||tflite - keras|| / ||keras|| over all examples). With `labels`, also
+    keras_top1 and tflite_top1 (accuracy) and accuracy_drop_points.
     """
     interpreter = make_interpreter(model_bytes, num_threads=num_threads)
-    expected, actual, labels = [], [], []
-    seen = 0
-    for images, batch_labels in dataset:
-        images, batch_labels = np.asarray(images, np.float32), np.asarray(batch_labels)
-        if max_examples:
-            left = max_examples - seen
-            images, batch_labels = images[:left], batch_labels[:left]
-        expected.append(np.asarray(keras_model(images, training=False), np.float32))
-        actual.append(run_interpreter(interpreter, images))
-        labels.append(batch_labels)
-        seen += len(images)
-        if max_examples and seen >= max_examples:
-            break
-    if not seen:
-        raise ExportError("the verification split is empty")
-    expected, actual, labels = (np.concatenate(a) for a in (expected, actual, labels))
+    actual = np.concatenate([run_interpreter(interpreter, batch) for batch in images])
     keras_top1, tflite_top1 = expected.argmax(-1), actual.argmax(-1)
     difference = actual.astype(np.float64) - expected
     result = {
-        "examples": int(seen),
+        "examples": len(expected),
         "top1_agreement": float(np.mean(keras_top1 == tflite_top1)),
         "max_abs_logit_error": float(np.abs(difference).max()),
         "relative_logit_error": float(np.linalg.norm(difference) / np.linalg.norm(expected)),
     }
-    if with_accuracy:
+    if labels is not None:
         keras_accuracy = float(np.mean(keras_top1 == labels))
         tflite_accuracy = float(np.mean(tflite_top1 == labels))
         result.update(

@@ -53,7 +53,7 @@ def test_builtin_dataset_metadata(data_dir):
     assert data.num_classes(TINY, data_dir) == len(TINY_CLASSES)
     assert data.default_splits(TINY, data_dir) == ("train", "validation", "test")
     counts = {s: data.num_examples(TINY, s, data_dir) for s in ("train", "validation", "test")}
-    assert counts == {"train": 1200, "validation": 200, "test": 300}
+    assert counts == {"train": 1200, "validation": 200, "test": 2000}
 
 
 @pytest.mark.parametrize("training", [True, False])
@@ -71,9 +71,11 @@ def test_make_dataset_yields_pixel_batches(data_dir, training):
 
 def test_eval_preprocessing_is_resize_then_centre_crop(data_dir):
     labels = [int(y) for _, y in data.make_dataset(
-        TINY, "test", image_size=32, batch_size=300, training=False, data_dir=data_dir
+        TINY, "validation", image_size=32, batch_size=64, training=False, data_dir=data_dir
     ).unbatch()]
-    assert sorted(labels) == sorted(render_example("test", i, 48, TINY_CLASSES)[1] for i in range(300))
+    assert sorted(labels) == sorted(
+        render_example("validation", i, 48, TINY_CLASSES)[1] for i in range(200)
+    )
 
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (128, 128, 3), dtype=np.uint8)
