@@ -64,17 +64,19 @@ def test_int8_export_takes_camera_pixels_and_is_a_third_of_the_size(reports):
 
 
 def test_int8_stays_close_to_the_float_model(reports):
-    """Issue #5 asks for 97% top-1 agreement and at most 1.5 points of accuracy lost. The README's
-    main-job model (2,000 test images) meets both: 98.35% agreement, 0.70 points gained ("int8
-    accuracy"). This fixture's short, non-deterministic training run scores 70-90%, and its 300
-    test images make one image 0.33 points: with min/max ranges, runs gave 98.3% agreement in
-    one, 93.7% agreement and a 3.0-point drop in another. These bounds catch a broken
-    quantization; the README's measurement is the one held against the issue's targets."""
+    """Issue #5: at most 1.5 points of accuracy lost and 97% top-1 agreement, on a held-out split.
+
+    The 2,000 held-out test images measure both to about a third of a point. The accuracy bound is
+    the issue's. The agreement bound is looser: eight trainings of this fixture and of a three-epoch
+    variant (seeds 0-3 each) agreed on 97.2-98.75% where the float model scored 85-91%, but on 95.8%
+    where it only reached 70.9%; the drop stayed within -0.45 to +0.65 points (README, "int8
+    accuracy"). 94% still fails a quantization that is clearly off."""
     check = reports["repghostnet_050_int8.json"]["verification"]
     print(f"int8: agreement {check['top1_agreement']:.4f}, "
           f"drop {check['accuracy_drop_points']:.2f} points")
-    assert check["top1_agreement"] >= 0.85
-    assert check["accuracy_drop_points"] <= 6.0
+    assert check["examples"] == 2000
+    assert check["accuracy_drop_points"] <= 1.5
+    assert check["top1_agreement"] >= 0.94
 
 
 def test_export_writes_next_to_latest_run_and_overwrites_cleanly(runs, tiny_data_dir, reports):
