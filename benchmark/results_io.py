@@ -34,9 +34,6 @@ _VERSIONED_PACKAGES = (
 )
 
 
-# The process umask, read once (os.umask can only be read by setting it).
-
-
 class SchemaError(ValueError):
     """A results document that does not follow the schema; the message names the field."""
 

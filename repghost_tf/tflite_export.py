@@ -71,7 +71,7 @@ def export(options: ExportOptions, log: Callable[[str], None] = print) -> list[s
         )
     model_path = find_model(options)
     model = load_model(model_path) if model_path else random_model(options)
-    run = _run_summary(model_path)
+    run = run_summary(model_path)
     options = dataclasses.replace(
         options,
         calibration_dataset=options.calibration_dataset or run.get("dataset"),
@@ -245,7 +245,7 @@ def deploy_form(model: keras.Model) -> keras.Model:
     return deployed
 
 
-def _run_summary(model_path: str | None) -> dict:
+def run_summary(model_path: str | None) -> dict:
     """The summary.json train.py leaves next to its models ({} if none): the run's dataset (and
     image size, where recorded) are the export's defaults for calibration and verification."""
     path = os.path.join(os.path.dirname(os.path.abspath(model_path or ".")), "summary.json")
@@ -309,7 +309,6 @@ def _take(dataset: Iterable, max_examples: int | None) -> Iterator[tuple[np.ndar
         seen += len(images)
         if max_examples and seen >= max_examples:
             return
-
 
 
 def describe(model_bytes: bytes) -> dict:

@@ -1,0 +1,176 @@
+"""Which images a full-int8 export misclassifies relative to its float model, and why.
+
+Every activation of a full-int8 model shares one scale per tensor, fixed at calibration. When the
+magnitude of a network's features varies widely from image to image (on the built-in dataset's
+flat-colour shapes it tracks the shape's contrast with its background), that one grid is coarse
+for the images with the weakest features and clips the strongest: the int8 noise is largest,
+relative to the logits, exactly on the weak-feature images, which are also where the float model
+is least certain. This script measures that on a trained model: the flip rate (int8 top-1 !=
+float top-1) by quartile of the per-image maximum of the last feature map (the input of
+`global_pool`), the spread of that maximum over images, and the float model's margin (top-1 logit
+minus runner-up) on flipped and unflipped images.
+
+The int8 model is the one `export_tflite.py --quantize int8` writes (same converter, calibration
+split, preprocessing and range method); the float reference is the Keras model, fused.
+
+Usage: python -m benchmark.int8_flips [--model=PATH.keras | --runs_dir=runs] [--dataset=NAME]
+           [--split=test] [--calibration_steps=50] [--calibration_ranges=mse] [--output=PATH.json]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import keras
+import numpy as np
+from absl import app, flags
+
+from repghost_tf import calibration, data, tflite, tflite_export
+from repghost_tf.atomic_files import write_text
+
+_MODEL = flags.DEFINE_string("model", None, "A trained .keras file; default: the latest run's.")
+_RUNS_DIR = flags.DEFINE_string("runs_dir", "runs", "Where train.py wrote its runs (and LATEST).")
+_DATASET = flags.DEFINE_string("dataset", None, "TFDS dataset to measure on; default: the run's.")
+_SPLIT = flags.DEFINE_string("split", "test", "Labelled split to measure on.")
+_CALIBRATION_SPLIT = flags.DEFINE_string("calibration_split", "train", "Split to calibrate on.")
+_CALIBRATION_STEPS = flags.DEFINE_integer(
+    "calibration_steps", 50, "Calibration images.", lower_bound=1
+)
+_RANGES = flags.DEFINE_enum(
+    "calibration_ranges", "mse", list(calibration.RANGES), "Activation range method."
+)
+_IMAGE_SIZE = flags.DEFINE_integer("image_size", None, "Input size; default: the run's.")
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data directory.")
+_OUTPUT = flags.DEFINE_string(
+    "output", None, "JSON file for the numbers; default: int8_flips.json next to the model."
+)
+
+FEATURE_LAYER = "global_pool"
+
+
+def flip_statistics(
+    float_logits: np.ndarray,
+    int8_logits: np.ndarray,
+    feature_max: np.ndarray,
+    labels: np.ndarray,
+    bins: int = 4,
+) -> dict:
+    """Flip rate and float top-1 by quantile bin of `feature_max` (weakest features first), the
+    spread of `feature_max` (99th percentile over median), and the float models' median margin on
+    flipped and unflipped images."""
+    float_top1 = float_logits.argmax(-1)
+    flipped = float_top1 != int8_logits.argmax(-1)
+    ordered = np.sort(float_logits, axis=-1)
+    margin = ordered[:, -1] - ordered[:, -2]
+    bin_of = np.minimum(
+        np.searchsorted(np.quantile(feature_max, np.linspace(0, 1, bins + 1)[1:-1]), feature_max,
+                        side="right"),
+        bins - 1,
+    )
+    by_bin = [
+        {
+            "images": int(np.sum(bin_of == b)),
+            "feature_max_median": float(np.median(feature_max[bin_of == b])),
+            "flip_rate": float(np.mean(flipped[bin_of == b])),
+            "float_top1": float(np.mean(float_top1[bin_of == b] == labels[bin_of == b])),
+        }
+        for b in range(bins)
+    ]
+    return {
+        "examples": len(flipped),
+        "flips": int(flipped.sum()),
+        "top1_agreement": float(1 - flipped.mean()),
+        "feature_max_p99_over_median": float(
+            np.percentile(feature_max, 99) / np.median(feature_max)
+        ),
+        "median_margin_flipped": float(np.median(margin[flipped])) if flipped.any() else None,
+        "median_margin_unflipped": float(np.median(margin[~flipped])),
+        "by_feature_max": by_bin,
+    }
+
+
+def measure(
+    model: keras.Model,
+    dataset: str,
+    *,
+    image_size: int,
+    split: str = "test",
+    calibration_split: str = "train",
+    calibration_steps: int = 50,
+    ranges: str = "mse",
+    data_dir: str | None = None,
+) -> dict:
+    """Exports `model` (fused) to int8 as export_tflite.py does (uint8 input and output) and
+    compares it with the Keras model on `split`; returns `flip_statistics`."""
+    model = tflite_export.deploy_form(model)
+    probe = keras.Model(model.inputs, [model.get_layer(FEATURE_LAYER).input, model.outputs[0]])
+    calibration_images = data.make_dataset(
+        dataset, calibration_split, image_size=image_size, batch_size=1, training=False,
+        data_dir=data_dir,
+    ).take(calibration_steps)
+    int8 = tflite.make_interpreter(tflite.convert(
+        model, "int8", image_size=image_size, io_type="uint8",
+        representative_data=calibration_images, ranges=ranges,
+    ))
+    evaluation = data.make_dataset(
+        dataset, split, image_size=image_size, batch_size=32, training=False, data_dir=data_dir,
+    )
+    features, float_logits, int8_logits, labels = [], [], [], []
+    for images, batch_labels in evaluation.as_numpy_iterator():
+        feature_map, logits = probe.predict_on_batch(images)
+        features.append(np.abs(feature_map).max(axis=(1, 2, 3)))
+        float_logits.append(logits)
+        int8_logits.append(tflite.run_interpreter(int8, images))
+        labels.append(batch_labels)
+    return flip_statistics(*(np.concatenate(parts) for parts in
+                             (float_logits, int8_logits, features, labels)))
+
+
+def format_table(statistics: dict) -> str:
+    lines = [
+        f"int8 vs float top-1: {statistics['flips']} flips in {statistics['examples']} images "
+        f"({statistics['top1_agreement']:.2%} agreement); last feature map's per-image max: "
+        f"99th percentile {statistics['feature_max_p99_over_median']:.1f}x the median",
+        f"float margin, median: flipped {statistics['median_margin_flipped'] or 0:.2f}, "
+        f"unflipped {statistics['median_margin_unflipped']:.2f}",
+        "feature-max quartile | median max | flip rate | float top-1",
+        "---|---|---|---",
+    ]
+    lines += [
+        f"{b + 1} | {row['feature_max_median']:.2f} | {row['flip_rate']:.2%} | "
+        f"{row['float_top1']:.2%}"
+        for b, row in enumerate(statistics["by_feature_max"])
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> None:
+    del argv
+    try:
+        path = tflite_export.find_model(
+            tflite_export.ExportOptions(model=_MODEL.value, runs_dir=_RUNS_DIR.value)
+        )
+        if path is None:
+            raise tflite_export.ExportError("--model must be a trained .keras file")
+        model = tflite_export.load_model(path)
+        run = tflite_export.run_summary(path)
+        dataset = _DATASET.value or run.get("dataset") or data.BUILTIN_DATASET
+        image_size = _IMAGE_SIZE.value or run.get("image_size") or 224
+        statistics = {"model": path, "dataset": dataset, "split": _SPLIT.value,
+                      "calibration_ranges": _RANGES.value,
+                      **measure(model, dataset, image_size=image_size, split=_SPLIT.value,
+                                calibration_split=_CALIBRATION_SPLIT.value,
+                                calibration_steps=_CALIBRATION_STEPS.value,
+                                ranges=_RANGES.value, data_dir=_DATA_DIR.value)}
+    except (tflite_export.ExportError, data.DatasetError) as error:
+        sys.exit(f"error: {error}")
+    print(format_table(statistics))
+    output = _OUTPUT.value or os.path.join(os.path.dirname(path), "int8_flips.json")
+    write_text(output, json.dumps(statistics, indent=2) + "\n")
+    print(f"wrote {output}")
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,57 @@
+"""benchmark/int8_flips.py: int8-vs-float top-1 flips by the strength of each image's features."""
+
+import numpy as np
+import pytest
+
+import repghost_tf
+from benchmark import int8_flips
+from helpers import randomize_batchnorms
+
+from conftest import TINY  # noqa: E402
+
+
+def test_flips_are_binned_by_feature_strength():
+    rng = np.random.default_rng(0)
+    examples = 400
+    feature_max = rng.uniform(0.5, 5.0, examples)
+    labels = rng.integers(0, 4, examples)
+    float_logits = rng.normal(size=(examples, 4))
+    float_logits[np.arange(examples), labels] += 10.0  # the float model is right on every image
+    int8_logits = float_logits.copy()
+    weakest = np.argsort(feature_max)[:100]
+    flipped = weakest[::4]  # a quarter of the weakest quartile's images change their top-1
+    int8_logits[flipped, labels[flipped]] -= 30.0
+
+    statistics = int8_flips.flip_statistics(float_logits, int8_logits, feature_max, labels)
+
+    assert statistics["examples"] == examples and statistics["flips"] == len(flipped)
+    assert statistics["top1_agreement"] == pytest.approx(1 - len(flipped) / examples)
+    bins = statistics["by_feature_max"]
+    assert [row["images"] for row in bins] == [100, 100, 100, 100]
+    assert [row["flip_rate"] for row in bins] == [0.25, 0.0, 0.0, 0.0]
+    assert [row["float_top1"] for row in bins] == [1.0, 1.0, 1.0, 1.0]
+    medians = [row["feature_max_median"] for row in bins]
+    assert medians == sorted(medians)
+    assert statistics["feature_max_p99_over_median"] == pytest.approx(
+        np.percentile(feature_max, 99) / np.median(feature_max)
+    )
+    margins = np.sort(float_logits, axis=-1)
+    margin = margins[:, -1] - margins[:, -2]
+    assert statistics["median_margin_flipped"] == pytest.approx(np.median(margin[flipped]))
+
+
+def test_measure_compares_an_int8_export_with_its_keras_model(tiny_data_dir):
+    """Random weights, so the numbers mean nothing; what holds is that every validation image is
+    counted once, in one bin, and that the flips are the ones the bins add up to."""
+    model = repghost_tf.RepGhostNet050(
+        input_shape=(48, 48, 3), classes=4, classifier_activation=None
+    )
+    randomize_batchnorms(model, seed=3)
+    statistics = int8_flips.measure(
+        model, TINY, image_size=48, split="validation", calibration_steps=8,
+        data_dir=tiny_data_dir,
+    )
+    bins = statistics["by_feature_max"]
+    assert statistics["examples"] == sum(row["images"] for row in bins) == 200
+    assert statistics["flips"] == round(sum(row["flip_rate"] * row["images"] for row in bins))
+    assert all(row["feature_max_median"] > 0 for row in bins)
