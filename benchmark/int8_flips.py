@@ -30,23 +30,6 @@ from absl import app, flags
 from repghost_tf import calibration, data, tflite, tflite_export
 from repghost_tf.atomic_files import write_text
 
-_MODEL = flags.DEFINE_string("model", None, "A trained .keras file; default: the latest run's.")
-_RUNS_DIR = flags.DEFINE_string("runs_dir", "runs", "Where train.py wrote its runs (and LATEST).")
-_DATASET = flags.DEFINE_string("dataset", None, "TFDS dataset to measure on; default: the run's.")
-_SPLIT = flags.DEFINE_string("split", "test", "Labelled split to measure on.")
-_CALIBRATION_SPLIT = flags.DEFINE_string("calibration_split", "train", "Split to calibrate on.")
-_CALIBRATION_STEPS = flags.DEFINE_integer(
-    "calibration_steps", 50, "Calibration images.", lower_bound=1
-)
-_RANGES = flags.DEFINE_enum(
-    "calibration_ranges", "mse", list(calibration.RANGES), "Activation range method."
-)
-_IMAGE_SIZE = flags.DEFINE_integer("image_size", None, "Input size; default: the run's.")
-_DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data directory.")
-_OUTPUT = flags.DEFINE_string(
-    "output", None, "JSON file for the numbers; default: int8_flips.json next to the model."
-)
-
 FEATURE_LAYER = "global_pool"
 
 
@@ -146,31 +129,52 @@ def format_table(statistics: dict) -> str:
     return "\n".join(lines)
 
 
+def define_flags() -> None:
+    """The command line's flags; defined only when run as a script, so that importing this module
+    (tests do) leaves absl's global flags to the other benchmark scripts."""
+    flags.DEFINE_string("model", None, "A trained .keras file; default: the latest run's.")
+    flags.DEFINE_string("runs_dir", "runs", "Where train.py wrote its runs (and LATEST).")
+    flags.DEFINE_string("dataset", None, "TFDS dataset to measure on; default: the run's.")
+    flags.DEFINE_string("split", "test", "Labelled split to measure on.")
+    flags.DEFINE_string("calibration_split", "train", "Split to calibrate on.")
+    flags.DEFINE_integer("calibration_steps", 50, "Calibration images.", lower_bound=1)
+    flags.DEFINE_enum(
+        "calibration_ranges", "mse", list(calibration.RANGES), "Activation range method."
+    )
+    flags.DEFINE_integer("image_size", None, "Input size; default: the run's.")
+    flags.DEFINE_string("data_dir", None, "TFDS data directory.")
+    flags.DEFINE_string(
+        "output", None, "JSON file for the numbers; default: int8_flips.json next to the model."
+    )
+
+
 def main(argv: list[str]) -> None:
     del argv
+    options = flags.FLAGS
     try:
         path = tflite_export.find_model(
-            tflite_export.ExportOptions(model=_MODEL.value, runs_dir=_RUNS_DIR.value)
+            tflite_export.ExportOptions(model=options.model, runs_dir=options.runs_dir)
         )
         if path is None:
             raise tflite_export.ExportError("--model must be a trained .keras file")
         model = tflite_export.load_model(path)
         run = tflite_export.run_summary(path)
-        dataset = _DATASET.value or run.get("dataset") or data.BUILTIN_DATASET
-        image_size = _IMAGE_SIZE.value or run.get("image_size") or 224
-        statistics = {"model": path, "dataset": dataset, "split": _SPLIT.value,
-                      "calibration_ranges": _RANGES.value,
-                      **measure(model, dataset, image_size=image_size, split=_SPLIT.value,
-                                calibration_split=_CALIBRATION_SPLIT.value,
-                                calibration_steps=_CALIBRATION_STEPS.value,
-                                ranges=_RANGES.value, data_dir=_DATA_DIR.value)}
+        dataset = options.dataset or run.get("dataset") or data.BUILTIN_DATASET
+        image_size = options.image_size or run.get("image_size") or 224
+        statistics = {"model": path, "dataset": dataset, "split": options.split,
+                      "calibration_ranges": options.calibration_ranges,
+                      **measure(model, dataset, image_size=image_size, split=options.split,
+                                calibration_split=options.calibration_split,
+                                calibration_steps=options.calibration_steps,
+                                ranges=options.calibration_ranges, data_dir=options.data_dir)}
     except (tflite_export.ExportError, data.DatasetError) as error:
         sys.exit(f"error: {error}")
     print(format_table(statistics))
-    output = _OUTPUT.value or os.path.join(os.path.dirname(path), "int8_flips.json")
+    output = options.output or os.path.join(os.path.dirname(path), "int8_flips.json")
     write_text(output, json.dumps(statistics, indent=2) + "\n")
     print(f"wrote {output}")
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)
