@@ -88,6 +88,10 @@ def measure(
     """Exports `model` (fused) to int8 as export_tflite.py does (uint8 input and output) and
     compares it with the Keras model on `split`; returns `flip_statistics`."""
     model = tflite_export.deploy_form(model)
+    if FEATURE_LAYER not in {layer.name for layer in model.layers}:
+        raise tflite_export.ExportError(
+            f"{model.name} has no {FEATURE_LAYER!r} layer (RepGhostNet and GhostNet classifiers do)"
+        )
     probe = keras.Model(model.inputs, [model.get_layer(FEATURE_LAYER).input, model.outputs[0]])
     calibration_images = data.make_dataset(
         dataset, calibration_split, image_size=image_size, batch_size=1, training=False,

@@ -5,6 +5,7 @@ import pytest
 
 import repghost_tf
 from benchmark import int8_flips
+from repghost_tf import tflite_export
 from helpers import randomize_batchnorms
 
 from conftest import TINY  # noqa: E402
@@ -55,3 +56,9 @@ def test_measure_compares_an_int8_export_with_its_keras_model(tiny_data_dir):
     assert statistics["examples"] == sum(row["images"] for row in bins) == 200
     assert statistics["flips"] == round(sum(row["flip_rate"] * row["images"] for row in bins))
     assert all(row["feature_max_median"] > 0 for row in bins)
+
+
+def test_measure_names_a_model_without_the_feature_layer():
+    model = repghost_tf.RepGhostNet050(input_shape=(48, 48, 3), include_top=False)
+    with pytest.raises(tflite_export.ExportError, match="no 'global_pool' layer"):
+        int8_flips.measure(model, TINY, image_size=48)
