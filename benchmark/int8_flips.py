@@ -1,14 +1,13 @@
 """Which images a full-int8 export misclassifies relative to its float model, and why.
 
 Every activation of a full-int8 model shares one scale per tensor, fixed at calibration. When the
-magnitude of a network's features varies widely from image to image (on the built-in dataset's
-flat-colour shapes it tracks the shape's contrast with its background), that one grid is coarse
-for the images with the weakest features and clips the strongest: the int8 noise is largest,
-relative to the logits, exactly on the weak-feature images, which are also where the float model
-is least certain. This script measures that on a trained model: the flip rate (int8 top-1 !=
-float top-1) by quartile of the per-image maximum of the last feature map (the input of
-`global_pool`), the spread of that maximum over images, and the float model's margin (top-1 logit
-minus runner-up) on flipped and unflipped images.
+magnitude of a network's features varies widely from image to image, that one grid is coarse for
+the images with the weakest features: relative to their logits, the int8 noise is largest on
+them, and they are also the images the float model is least certain of. This script measures
+that on a trained model: the flip rate (int8 top-1 != float top-1) by quartile of the per-image
+maximum of the last feature map (the input of `global_pool`), the spread of that maximum over
+images, and the float model's margin (top-1 logit minus runner-up) on flipped and unflipped
+images.
 
 The int8 model is the one `export_tflite.py --quantize int8` writes (same converter, calibration
 split, preprocessing and range method); the float reference is the Keras model, fused.
@@ -41,17 +40,14 @@ def flip_statistics(
     bins: int = 4,
 ) -> dict:
     """Flip rate and float top-1 by quantile bin of `feature_max` (weakest features first), the
-    spread of `feature_max` (99th percentile over median), and the float models' median margin on
+    spread of `feature_max` (99th percentile over median), and the float model's median margin on
     flipped and unflipped images."""
     float_top1 = float_logits.argmax(-1)
     flipped = float_top1 != int8_logits.argmax(-1)
     ordered = np.sort(float_logits, axis=-1)
     margin = ordered[:, -1] - ordered[:, -2]
-    bin_of = np.minimum(
-        np.searchsorted(np.quantile(feature_max, np.linspace(0, 1, bins + 1)[1:-1]), feature_max,
-                        side="right"),
-        bins - 1,
-    )
+    inner_edges = np.quantile(feature_max, np.linspace(0, 1, bins + 1)[1:-1])
+    bin_of = np.searchsorted(inner_edges, feature_max, side="right")
     by_bin = [
         {
             "images": int(np.sum(bin_of == b)),
