@@ -152,6 +152,12 @@ def main(argv: list[str]) -> None:
     del argv
     options = flags.FLAGS
     try:
+        latest = os.path.join(options.runs_dir, "LATEST")
+        if not options.model and not os.path.isfile(latest):
+            raise tflite_export.ExportError(
+                f"no trained model: {latest} does not exist; train one first "
+                "(python train.py --width=0.5) or pass --model=PATH.keras"
+            )
         path = tflite_export.find_model(
             tflite_export.ExportOptions(model=options.model, runs_dir=options.runs_dir)
         )

@@ -1,5 +1,9 @@
 """benchmark/int8_flips.py: int8-vs-float top-1 flips by the strength of each image's features."""
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -62,3 +66,18 @@ def test_measure_names_a_model_without_the_feature_layer():
     model = repghost_tf.RepGhostNet050(input_shape=(48, 48, 3), include_top=False)
     with pytest.raises(tflite_export.ExportError, match="no 'global_pool' layer"):
         int8_flips.measure(model, TINY, image_size=48)
+
+
+def test_command_line_without_a_trained_model_says_so_in_one_line(tmp_path):
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmark.int8_flips", f"--runs_dir={tmp_path / 'runs'}"],
+        cwd=root, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "PYTHONPATH": root, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: no trained model: {tmp_path / 'runs' / 'LATEST'} does not exist; train one "
+        "first (python train.py --width=0.5) or pass --model=PATH.keras"
+    )
+    assert not list(tmp_path.iterdir())
