@@ -64,16 +64,16 @@ def test_int8_export_takes_camera_pixels_and_is_a_third_of_the_size(reports):
 
 
 def test_int8_stays_close_to_the_float_model(reports):
-    """A guard against a broken quantization, not issue #5's targets (97% agreement, at most 1.5
-    points lost). Ten trainings of this fixture and of a three-epoch variant agreed on 95.75-98.75%
-    of the 2,000 held-out images and lost -0.45 to 1.20 points: the flips are the float model's
-    uncertain, weak-feature images, and their number varies with the non-deterministic training
-    (README, "int8 accuracy")."""
+    """Issue #5's accuracy bound (at most 1.5 points lost), and a guard on agreement below its 97%:
+    seventeen trainings of this fixture and of a three-epoch variant lost -0.45 to 1.20 points but
+    agreed on 95.40-98.75% of the 2,000 held-out images, under 97% on four of them. The flips are
+    the float model's uncertain, weak-feature images, whose number varies with the
+    non-deterministic training (README, "int8 accuracy")."""
     check = reports["repghostnet_050_int8.json"]["verification"]
     print(f"int8: agreement {check['top1_agreement']:.4f}, "
           f"drop {check['accuracy_drop_points']:.2f} points")
     assert check["examples"] == 2000
-    assert check["accuracy_drop_points"] <= 2.5
+    assert check["accuracy_drop_points"] <= 1.5
     assert check["top1_agreement"] >= 0.94
 
 
