@@ -152,17 +152,12 @@ def main(argv: list[str]) -> None:
     del argv
     options = flags.FLAGS
     try:
-        latest = os.path.join(options.runs_dir, "LATEST")
-        if not options.model and not os.path.isfile(latest):
-            raise tflite_export.ExportError(
-                f"no trained model: {latest} does not exist; train one first "
-                "(python train.py --width=0.5) or pass --model=PATH.keras"
-            )
-        path = tflite_export.find_model(
-            tflite_export.ExportOptions(model=options.model, runs_dir=options.runs_dir)
+        if options.model and not os.path.isfile(options.model):
+            raise tflite_export.ExportError(f"--model={options.model} is not a file")
+        path = options.model or tflite_export.latest_model(
+            options.runs_dir,
+            hint="train one first (python train.py --width=0.5) or pass --model=PATH.keras",
         )
-        if path is None:
-            raise tflite_export.ExportError("--model must be a trained .keras file")
         model = tflite_export.load_model(path)
         run = tflite_export.run_summary(path)
         dataset = options.dataset or run.get("dataset") or data.BUILTIN_DATASET

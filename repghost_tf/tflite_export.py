@@ -174,14 +174,22 @@ def find_model(options: ExportOptions) -> str | None:
             f"--model={options.model} is neither a file nor a model name; "
             f"list the names with: {_LIST_MODELS}"
         )
-    latest = os.path.join(options.runs_dir, "LATEST")
-    hint = ("train one first (python train.py --width=0.5), "
-            "or pass --model=PATH.keras, --model=NAME or --width=0.5")
+    return latest_model(
+        options.runs_dir,
+        hint="train one first (python train.py --width=0.5), "
+        "or pass --model=PATH.keras, --model=NAME or --width=0.5",
+    )
+
+
+def latest_model(runs_dir: str, hint: str) -> str:
+    """The .keras file of the run that runs_dir/LATEST names (deploy form first); an ExportError
+    ending with `hint` when there is none."""
+    latest = os.path.join(runs_dir, "LATEST")
     if not os.path.isfile(latest):
         raise ExportError(f"no trained model: {latest} does not exist; {hint}")
     with open(latest, encoding="utf-8") as file:
         run_dir = file.read().strip()
-    project = os.path.dirname(os.path.abspath(options.runs_dir))
+    project = os.path.dirname(os.path.abspath(runs_dir))
     candidates = [run_dir, os.path.join(project, run_dir)]
     for directory in candidates:
         for name in ("deploy.keras", "best.keras"):

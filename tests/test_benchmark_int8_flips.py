@@ -68,16 +68,27 @@ def test_measure_names_a_model_without_the_feature_layer():
         int8_flips.measure(model, TINY, image_size=48)
 
 
-def test_command_line_without_a_trained_model_says_so_in_one_line(tmp_path):
+def _run_command_line(*args: str) -> subprocess.CompletedProcess:
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    result = subprocess.run(
-        [sys.executable, "-m", "benchmark.int8_flips", f"--runs_dir={tmp_path / 'runs'}"],
+    return subprocess.run(
+        [sys.executable, "-m", "benchmark.int8_flips", *args],
         cwd=root, capture_output=True, text=True, timeout=300,
         env={**os.environ, "PYTHONPATH": root, "TF_CPP_MIN_LOG_LEVEL": "2"},
     )
-    assert result.returncode != 0
-    assert result.stderr.strip().splitlines()[-1] == (
-        f"error: no trained model: {tmp_path / 'runs' / 'LATEST'} does not exist; train one "
-        "first (python train.py --width=0.5) or pass --model=PATH.keras"
+
+
+def test_command_line_without_a_trained_model_names_its_own_options(tmp_path):
+    """The hint lists this script's options, not export_tflite.py's (--width, --model=NAME)."""
+    runs = tmp_path / "runs"
+    missing_run = _run_command_line(f"--runs_dir={runs}")
+    assert missing_run.returncode != 0
+    assert (
+        f"error: no trained model: {runs / 'LATEST'} does not exist; train one first "
+        "(python train.py --width=0.5) or pass --model=PATH.keras"
+    ) in missing_run.stderr.splitlines()
+    missing_file = _run_command_line(f"--model={tmp_path / 'missing.keras'}")
+    assert missing_file.returncode != 0
+    assert f"error: --model={tmp_path / 'missing.keras'} is not a file" in (
+        missing_file.stderr.splitlines()
     )
     assert not list(tmp_path.iterdir())

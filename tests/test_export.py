@@ -192,6 +192,21 @@ def test_export_rejects_unknown_quantization_and_conflicting_sources(tmp_path):
         tflite_export.export(tflite_export.ExportOptions(runs_dir=str(tmp_path / "runs")))
 
 
+def test_latest_model_follows_latest_to_the_deploy_form_first(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # not the project: a relative LATEST resolves against the project
+    runs = tmp_path / "project" / "runs"
+    run = runs / "repghostnet_050"
+    run.mkdir(parents=True)
+    (runs / "LATEST").write_text("runs/repghostnet_050\n")  # relative to the project, as written
+    with pytest.raises(tflite.ExportError, match="holds no deploy.keras or best.keras; HINT$"):
+        tflite_export.latest_model(str(runs), hint="HINT")
+    (run / "best.keras").write_bytes(b"")
+    assert tflite_export.latest_model(str(runs), hint="HINT") == str(run / "best.keras")
+    (run / "deploy.keras").write_bytes(b"")
+    (runs / "LATEST").write_text(f"{run}\n")  # absolute
+    assert tflite_export.latest_model(str(runs), hint="HINT") == str(run / "deploy.keras")
+
+
 def test_export_builds_a_model_name_with_random_weights(tmp_path):
     for name in repghost_tf.MODELS:  # every family; no file of that name in the working directory
         assert tflite_export.find_model(tflite_export.ExportOptions(model=name)) is None
