@@ -7,7 +7,8 @@ them, and they are also the images the float model is least certain of. This scr
 that on a trained model: the flip rate (int8 top-1 != float top-1) by quartile of the per-image
 maximum of the last feature map (the input of `global_pool`), the spread of that maximum over
 images, and the float model's margin (top-1 logit minus runner-up) on flipped and unflipped
-images.
+images. To separate weights from activations, it also counts the flips of the Keras model with
+int8-rounded kernels and float activations, and of TensorFlow's 16x8 mode (int16 activations).
 
 The int8 model is the one `export_tflite.py --quantize int8` writes (same converter, calibration
 split, preprocessing and range method); the float reference is the Keras model, fused.
@@ -24,10 +25,12 @@ import sys
 
 import keras
 import numpy as np
+import tensorflow as tf
 from absl import app, flags
 
 from repghost_tf import calibration, data, tflite, tflite_export
 from repghost_tf.atomic_files import write_text
+from repghost_tf.layers import walk_layers
 
 FEATURE_LAYER = "global_pool"
 
@@ -70,6 +73,42 @@ def flip_statistics(
     }
 
 
+def with_int8_weights(model: keras.Model) -> keras.Model:
+    """A copy of `model` whose conv and dense kernels are rounded to int8 as the converter rounds
+    them (symmetric, one scale per output channel) and whose activations stay in float: the part
+    of the int8 error that weights alone cause."""
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    for layer in walk_layers(copy):
+        if isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D,
+                              keras.layers.Dense)):
+            kernel = layer.kernel.numpy()
+            # Output channels: the last axis, except for a depthwise kernel (kh, kw, channels, 1).
+            per_channel = kernel.reshape(-1, *kernel.shape[2:]) if isinstance(
+                layer, keras.layers.DepthwiseConv2D) else kernel.reshape(-1, kernel.shape[-1])
+            scale = np.abs(per_channel).max(axis=0) / 127
+            scale = np.where(scale > 0, scale, 1.0)
+            layer.kernel.assign(np.round(kernel / scale) * scale)
+    return copy
+
+
+def convert_16x8(model: keras.Model, image_size: int, calibration_images) -> bytes:
+    """TensorFlow's 16x8 mode: int8 weights, int16 activations (not full int8: XNNPACK and most
+    phone delegates do not run it); float32 input and output."""
+    with tflite.quiet_converter():
+        converter = tf.lite.TFLiteConverter.from_keras_model(
+            tflite.fixed_input_model(model, image_size)
+        )
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_ops = [
+            tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
+        ]
+        converter.representative_dataset = lambda: (
+            [images] for images, _ in calibration_images.as_numpy_iterator()
+        )
+        return converter.convert()
+
+
 def measure(
     model: keras.Model,
     dataset: str,
@@ -82,7 +121,8 @@ def measure(
     data_dir: str | None = None,
 ) -> dict:
     """Exports `model` (fused) to int8 as export_tflite.py does (uint8 input and output) and
-    compares it with the Keras model on `split`; returns `flip_statistics`."""
+    compares it with the Keras model on `split`; returns `flip_statistics`, plus the flips of int8
+    weights with float activations (`with_int8_weights`) and of 16x8 (`convert_16x8`)."""
     model = tflite_export.deploy_form(model)
     if FEATURE_LAYER not in {layer.name for layer in model.layers}:
         raise tflite_export.ExportError(
@@ -100,15 +140,26 @@ def measure(
     evaluation = data.make_dataset(
         dataset, split, image_size=image_size, batch_size=32, training=False, data_dir=data_dir,
     )
+    int16x8 = tflite.make_interpreter(convert_16x8(model, image_size, calibration_images))
+    int8_weights = with_int8_weights(model)
     features, float_logits, int8_logits, labels = [], [], [], []
+    weights_only_top1, int16x8_top1 = [], []
     for images, batch_labels in evaluation.as_numpy_iterator():
         feature_map, logits = probe.predict_on_batch(images)
         features.append(np.abs(feature_map).max(axis=(1, 2, 3)))
         float_logits.append(logits)
         int8_logits.append(tflite.run_interpreter(int8, images))
         labels.append(batch_labels)
-    return flip_statistics(*(np.concatenate(parts) for parts in
-                             (float_logits, int8_logits, features, labels)))
+        weights_only_top1.append(int8_weights.predict_on_batch(images).argmax(-1))
+        int16x8_top1.append(tflite.run_interpreter(int16x8, images).argmax(-1))
+    statistics = flip_statistics(*(np.concatenate(parts) for parts in
+                                   (float_logits, int8_logits, features, labels)))
+    float_top1 = np.concatenate(float_logits).argmax(-1)
+    return {
+        **statistics,
+        "flips_int8_weights_only": int(np.sum(np.concatenate(weights_only_top1) != float_top1)),
+        "flips_16x8": int(np.sum(np.concatenate(int16x8_top1) != float_top1)),
+    }
 
 
 def format_table(statistics: dict) -> str:
@@ -118,6 +169,9 @@ def format_table(statistics: dict) -> str:
         f"99th percentile {statistics['feature_max_p99_over_median']:.1f}x the median",
         f"float margin, median: flipped {statistics['median_margin_flipped'] or 0:.2f}, "
         f"unflipped {statistics['median_margin_unflipped']:.2f}",
+        f"flips with int8 weights and float activations: "
+        f"{statistics['flips_int8_weights_only']}; with 16x8 (int16 activations): "
+        f"{statistics['flips_16x8']}",
         "feature-max quartile | median max | flip rate | float top-1",
         "---|---|---|---",
     ]

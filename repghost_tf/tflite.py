@@ -77,7 +77,7 @@ def convert(
         raise ExportError("int8 quantization needs representative_data for calibration")
 
     try:
-        with _quiet():
+        with quiet_converter():
             converter = tf.lite.TFLiteConverter.from_keras_model(
                 fixed_input_model(model, image_size)
             )
@@ -259,7 +259,7 @@ def _schema():
 
 
 @contextlib.contextmanager
-def _quiet():
+def quiet_converter():
     """Silences the converter's chatter (Keras's export summary, MLIR logging) down to the file
     descriptors; failures still surface as exceptions."""
     sys.stdout.flush()

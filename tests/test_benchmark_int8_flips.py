@@ -4,12 +4,14 @@ import os
 import subprocess
 import sys
 
+import keras
 import numpy as np
 import pytest
 
 import repghost_tf
 from benchmark import int8_flips
 from repghost_tf import tflite_export
+from repghost_tf.layers import walk_layers
 from helpers import randomize_batchnorms
 
 from conftest import TINY  # noqa: E402
@@ -60,6 +62,34 @@ def test_measure_compares_an_int8_export_with_its_keras_model(tiny_data_dir):
     assert statistics["examples"] == sum(row["images"] for row in bins) == 200
     assert statistics["flips"] == round(sum(row["flip_rate"] * row["images"] for row in bins))
     assert all(row["feature_max_median"] > 0 for row in bins)
+    for mode in ("flips_int8_weights_only", "flips_16x8"):
+        assert 0 <= statistics[mode] <= statistics["examples"]
+
+
+def test_int8_weights_lie_on_a_per_channel_grid_and_the_original_is_untouched():
+    model = repghost_tf.RepGhostNet050(
+        input_shape=(48, 48, 3), classes=4, classifier_activation=None, deploy=True
+    )
+    original = [weight.copy() for weight in model.get_weights()]
+    rounded = int8_flips.with_int8_weights(model)
+    for weight, before in zip(model.get_weights(), original):
+        np.testing.assert_array_equal(weight, before)
+    layers = {layer.path: layer for layer in walk_layers(rounded)}
+    kernels = 0
+    for layer in walk_layers(model):
+        if not isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D,
+                                  keras.layers.Dense)):
+            continue
+        kernel, quantized = layer.kernel.numpy(), layers[layer.path].kernel.numpy()
+        channel_axis = 2 if isinstance(layer, keras.layers.DepthwiseConv2D) else kernel.ndim - 1
+        other_axes = tuple(axis for axis in range(kernel.ndim) if axis != channel_axis)
+        step = np.abs(kernel).max(axis=other_axes, keepdims=True) / 127
+        levels = quantized / step
+        np.testing.assert_allclose(levels, np.round(levels), atol=1e-3)
+        assert np.abs(levels).max() <= 127 + 1e-3
+        assert np.all(np.abs(quantized - kernel) <= step / 2 + 1e-7)
+        kernels += 1
+    assert kernels > 90  # every conv of the deploy form, the head and the classifier
 
 
 def test_measure_names_a_model_without_the_feature_layer():
