@@ -93,8 +93,8 @@ def with_int8_weights(model: keras.Model) -> keras.Model:
 
 
 def convert_16x8(model: keras.Model, image_size: int, calibration_images) -> bytes:
-    """TensorFlow's 16x8 mode: int8 weights, int16 activations (not full int8: XNNPACK and most
-    phone delegates do not run it); float32 input and output."""
+    """TensorFlow's 16x8 mode: int8 weights, int16 activations (not full int8; XNNPACK does not
+    run it); float32 input and output."""
     with tflite.quiet_converter():
         converter = tf.lite.TFLiteConverter.from_keras_model(
             tflite.fixed_input_model(model, image_size)
