@@ -67,8 +67,9 @@ def test_int8_stays_close_to_the_float_model(reports):
     """Issue #5's accuracy bound (at most 1.5 points lost), and a 94% agreement guard below its 97%
     target. Seventeen trainings of this fixture and of a three-epoch variant lost -0.45 to 1.20
     points but agreed on 95.40-98.75% of the 2,000 held-out images, under 97% on four of them: the
-    flips are the float model's uncertain, weak-feature images, whose number varies with the
-    non-deterministic training (README, "int8 accuracy"). The drop bound is statistical too: the
+    flips are images the float model is unsure of, at the weak and strong ends of its feature
+    strength, and their number varies with the non-deterministic training (README, "int8
+    accuracy"). The drop bound is statistical too: the
     seven two-epoch drops (mean 0.16, standard deviation 0.57 points) put it 2.4 deviations out."""
     check = reports["repghostnet_050_int8.json"]["verification"]
     print(f"int8: agreement {check['top1_agreement']:.4f}, "
