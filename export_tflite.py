@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import os
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# TensorFlow's C++ logs stay quiet unless the user sets a level (0 shows them all).
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import dataclasses  # noqa: E402
 import sys  # noqa: E402
@@ -22,8 +23,7 @@ import sys  # noqa: E402
 import tensorflow_datasets as tfds  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
-from repghost_tf.tflite import ExportError  # noqa: E402
-from repghost_tf.tflite_export import ExportOptions, export  # noqa: E402
+from repghost_tf.export import ExportError, ExportOptions, export  # noqa: E402
 
 flags.DEFINE_string(
     "model", None,
@@ -33,10 +33,8 @@ flags.DEFINE_string(
     "deploy.keras (else best.keras) of the run named in <runs_dir>/LATEST.")
 flags.DEFINE_float(
     "width", None,
-    "Instead of --model: a randomly initialised --family model of this width, any positive "
-    "one (latency only); --width=0.5 builds what --model=repghostnet_050 does.")
-flags.DEFINE_enum(
-    "family", "repghostnet", ["repghostnet", "ghostnet"], "Architecture for --width.")
+    "Instead of --model: a randomly initialised RepGhostNet of this width (latency only); "
+    "--width=0.5 builds what --model=repghostnet_050 does.")
 flags.DEFINE_integer(
     "classes", 1000, "Classes of a random-weight model (--width or a model name).", lower_bound=1)
 flags.DEFINE_string("runs_dir", "runs", "Where train.py writes runs and LATEST.")

@@ -12,19 +12,20 @@ from __future__ import annotations
 import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# TensorFlow's C++ logs stay quiet unless the user sets a level (0 shows them all).
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from absl import app, flags, logging  # noqa: E402
 
-from repghost_tf.models import MODELS  # noqa: E402
+from repghost_tf import runs  # noqa: E402
+from repghost_tf.models.registry import MODELS, UnknownModelError, resolve  # noqa: E402
 from repghost_tf.training import (  # noqa: E402
-    DTYPES,
-    ConfigError,
-    STRATEGIES,
-    TrainConfig,
     BUILTIN_RECIPE,
+    DTYPES,
+    STRATEGIES,
+    ConfigError,
+    TrainConfig,
     TrainingDiverged,
-    model_name,
     recipe,
     train,
     validate,
@@ -162,7 +163,12 @@ def config_from_flags() -> TrainConfig:
         if field != "model" and field in FLAGS and FLAGS[field].present
     }
     defaults = recipe(FLAGS.dataset)
-    return TrainConfig(model=model_name(FLAGS.model, FLAGS.width), **{**defaults, **given})
+    if FLAGS.model is not None or FLAGS.width is not None:
+        try:
+            given["model"] = resolve(FLAGS.model, FLAGS.width).name
+        except UnknownModelError as error:
+            raise ConfigError(str(error)) from error
+    return TrainConfig(**{**defaults, **given})
 
 
 def main(argv: list[str]) -> None:
@@ -182,7 +188,7 @@ def export_command(config: TrainConfig) -> str:
     """The export_tflite.py command that picks up this run."""
     if config.latest_file == DEFAULTS.latest_file:
         return "python export_tflite.py --quantize int8"
-    model = os.path.join(config.resolved_output_dir(), "deploy.keras")
+    model = os.path.join(config.resolved_output_dir(), runs.DEPLOY_MODEL)
     return f"python export_tflite.py --model={model} --quantize int8"
 
 

@@ -1,7 +1,9 @@
-"""What the benchmarks know about a model name without building it: family, width, the timm
-model of the same architecture (the ONNX Runtime peer) and the published ImageNet top-1.
+"""What the benchmarks know about a model name: family, width, the timm model of the same
+architecture (the ONNX Runtime peer) and the published ImageNet top-1.
 
-Kept free of TensorFlow so that plotting and result handling start fast.
+The project's own models come from `repghost_tf.MODELS`; MobileNetV3, the comparison from
+keras.applications, is named like timm's models: mobilenetv3_large_075 is
+MobileNetV3Large(alpha=0.75).
 """
 
 from __future__ import annotations
@@ -9,8 +11,8 @@ from __future__ import annotations
 import dataclasses
 import re
 
-# MobileNetV3 from keras.applications, named like timm's models: mobilenetv3_large_075 is
-# MobileNetV3Large(alpha=0.75).
+from repghost_tf.models.registry import MODELS
+
 MOBILENETV3 = re.compile(r"^mobilenetv3_(large|small)_(\d{3})$")
 # The MobileNetV3 widths with a published top-1, among which latency.py picks the ones closest
 # in multiply-adds to each RepGhostNet width.
@@ -20,36 +22,21 @@ MOBILENETV3_CANDIDATES = (
     "mobilenetv3_small_075",
     "mobilenetv3_small_100",
 )
-
-# ImageNet top-1 (%) of the official weights, as published: RepGhostNet (Chen et al., 2022),
-# GhostNet (Han et al., 2020), MobileNetV3 (Howard et al., 2019).
-PUBLISHED_TOP1: dict[str, float] = {
-    "repghostnet_050": 66.9,
-    "repghostnet_058": 68.9,
-    "repghostnet_080": 72.2,
-    "repghostnet_100": 74.2,
-    "repghostnet_111": 75.1,
-    "repghostnet_130": 76.4,
-    "repghostnet_150": 77.5,
-    "repghostnet_200": 78.8,
-    "ghostnet_050": 66.2,
-    "ghostnet_100": 73.9,
-    "ghostnet_130": 75.7,
+# ImageNet top-1 (%) of MobileNetV3 (Howard et al., 2019).
+_MOBILENETV3_TOP1 = {
     "mobilenetv3_large_100": 75.2,
     "mobilenetv3_large_075": 73.3,
     "mobilenetv3_small_100": 67.4,
     "mobilenetv3_small_075": 65.4,
 }
 
-_FAMILIES = {
+_FAMILY_NAMES = {
     "repghostnet": "RepGhostNet",
     "ghostnet": "GhostNet",
     "g_ghost_regnetx": "G-GhostNet",
-    "mobilenetv3_large": "MobileNetV3-Large",
-    "mobilenetv3_small": "MobileNetV3-Small",
+    "large": "MobileNetV3-Large",
+    "small": "MobileNetV3-Small",
 }
-# Families whose trailing three digits are a width multiplier in hundredths.
-_WIDTH_TAGGED = ("repghostnet", "ghostnet", "mobilenetv3_large", "mobilenetv3_small")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,12 +48,20 @@ class ModelInfo:
 
 def describe(name: str) -> ModelInfo:
     """Family and width of a model name: "repghostnet_050" -> RepGhostNet, 0.5."""
-    prefix, _, tag = name.rpartition("_")
-    if not (prefix and tag.isdigit()):
-        return ModelInfo(name, name, None)
-    family = _FAMILIES.get(prefix, prefix)
-    width = int(tag) / 100 if prefix in _WIDTH_TAGGED else None
-    return ModelInfo(name, family, width)
+    if name in MODELS:
+        spec = MODELS[name]
+        return ModelInfo(name, _FAMILY_NAMES.get(spec.family, spec.family), spec.width)
+    match = MOBILENETV3.match(name)
+    if match:
+        return ModelInfo(name, _FAMILY_NAMES[match.group(1)], int(match.group(2)) / 100)
+    return ModelInfo(name, name, None)
+
+
+def published_top1(name: str) -> float | None:
+    """ImageNet top-1 (%) of the model's official weights, where published."""
+    if name in MODELS:
+        return MODELS[name].imagenet_top1
+    return _MOBILENETV3_TOP1.get(name)
 
 
 def is_mobilenetv3(name: str) -> bool:

@@ -1,4 +1,4 @@
-"""Builds the benchmarked Keras models and exports them to TFLite through repghost_tf.tflite, the
+"""Builds the benchmarked Keras models and exports them to TFLite through repghost_tf.export.tflite, the
 code export_tflite.py uses, so that the timed flatbuffers are the ones users ship.
 
 Models: every name in repghost_tf.MODELS, plus MobileNetV3 Large/Small from keras.applications
@@ -16,9 +16,9 @@ import keras
 import numpy as np
 
 import repghost_tf
-from repghost_tf import tflite
 from repghost_tf.atomic_files import write_bytes
-from repghost_tf.layers import walk_layers
+from repghost_tf.export import tflite
+from repghost_tf.fusion import walk_layers
 
 from benchmark import catalog
 

@@ -28,9 +28,10 @@ import numpy as np
 import tensorflow as tf
 from absl import app, flags
 
-from repghost_tf import calibration, data, tflite, tflite_export
+from repghost_tf import data, litert, native_logs, runs
+from repghost_tf.export import calibration, pipeline, tflite
 from repghost_tf.atomic_files import write_text
-from repghost_tf.layers import walk_layers
+from repghost_tf.fusion import walk_layers
 
 FEATURE_LAYER = "global_pool"
 
@@ -95,7 +96,7 @@ def with_int8_weights(model: keras.Model) -> keras.Model:
 def convert_16x8(model: keras.Model, image_size: int, calibration_images) -> bytes:
     """TensorFlow's 16x8 mode: int8 weights, int16 activations (not full int8; XNNPACK does not
     run it); float32 input and output."""
-    with tflite.quiet_converter():
+    with native_logs.silenced():
         converter = tf.lite.TFLiteConverter.from_keras_model(
             tflite.fixed_input_model(model, image_size)
         )
@@ -123,9 +124,9 @@ def measure(
     """Exports `model` (fused) to int8 as export_tflite.py does (uint8 input and output) and
     compares it with the Keras model on `split`; returns `flip_statistics`, plus the flips of int8
     weights with float activations (`with_int8_weights`) and of 16x8 (`convert_16x8`)."""
-    model = tflite_export.deploy_form(model)
+    model = pipeline.deploy_form(model)
     if FEATURE_LAYER not in {layer.name for layer in model.layers}:
-        raise tflite_export.ExportError(
+        raise tflite.ExportError(
             f"{model.name} has no {FEATURE_LAYER!r} layer (RepGhostNet and GhostNet classifiers do)"
         )
     probe = keras.Model(model.inputs, [model.get_layer(FEATURE_LAYER).input, model.outputs[0]])
@@ -133,14 +134,14 @@ def measure(
         dataset, calibration_split, image_size=image_size, batch_size=1, training=False,
         data_dir=data_dir,
     ).take(calibration_steps)
-    int8 = tflite.make_interpreter(tflite.convert(
+    int8 = litert.make_interpreter(tflite.convert(
         model, "int8", image_size=image_size, io_type="uint8",
         representative_data=calibration_images, ranges=ranges,
     ))
     evaluation = data.make_dataset(
         dataset, split, image_size=image_size, batch_size=32, training=False, data_dir=data_dir,
     )
-    int16x8 = tflite.make_interpreter(convert_16x8(model, image_size, calibration_images))
+    int16x8 = litert.make_interpreter(convert_16x8(model, image_size, calibration_images))
     int8_weights = with_int8_weights(model)
     features, float_logits, int8_logits, labels = [], [], [], []
     weights_only_top1, int16x8_top1 = [], []
@@ -148,10 +149,10 @@ def measure(
         feature_map, logits = probe.predict_on_batch(images)
         features.append(np.abs(feature_map).max(axis=(1, 2, 3)))
         float_logits.append(logits)
-        int8_logits.append(tflite.run_interpreter(int8, images))
+        int8_logits.append(litert.run_interpreter(int8, images))
         labels.append(batch_labels)
         weights_only_top1.append(int8_weights.predict_on_batch(images).argmax(-1))
-        int16x8_top1.append(tflite.run_interpreter(int16x8, images).argmax(-1))
+        int16x8_top1.append(litert.run_interpreter(int16x8, images).argmax(-1))
     statistics = flip_statistics(*(np.concatenate(parts) for parts in
                                    (float_logits, int8_logits, features, labels)))
     float_top1 = np.concatenate(float_logits).argmax(-1)
@@ -207,22 +208,22 @@ def main(argv: list[str]) -> None:
     options = flags.FLAGS
     try:
         if options.model and not os.path.isfile(options.model):
-            raise tflite_export.ExportError(f"--model={options.model} is not a file")
-        path = options.model or tflite_export.latest_model(
+            raise tflite.ExportError(f"--model={options.model} is not a file")
+        path = options.model or runs.latest_model(
             options.runs_dir,
             hint="train one first (python train.py --width=0.5) or pass --model=PATH.keras",
         )
-        model = tflite_export.load_model(path)
-        run = tflite_export.run_summary(path)
-        dataset = options.dataset or run.get("dataset") or data.BUILTIN_DATASET
-        image_size = options.image_size or run.get("image_size") or 224
+        model = pipeline.load_model(path)
+        run = runs.summary_of_model(path)
+        dataset = options.dataset or (run and run.dataset) or data.BUILTIN_DATASET
+        image_size = options.image_size or (run and run.image_size) or 224
         statistics = {"model": path, "dataset": dataset, "split": options.split,
                       "calibration_ranges": options.calibration_ranges,
                       **measure(model, dataset, image_size=image_size, split=options.split,
                                 calibration_split=options.calibration_split,
                                 calibration_steps=options.calibration_steps,
                                 ranges=options.calibration_ranges, data_dir=options.data_dir)}
-    except (tflite_export.ExportError, data.DatasetError) as error:
+    except (tflite.ExportError, runs.RunError, data.DatasetError) as error:
         sys.exit(f"error: {error}")
     print(format_table(statistics))
     output = options.output or os.path.join(os.path.dirname(path), "int8_flips.json")

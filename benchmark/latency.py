@@ -34,7 +34,8 @@ from absl import app, flags
 
 from benchmark import catalog, common_flags, export, results_io
 from benchmark.results_io import Result
-from repghost_tf import tflite
+from repghost_tf import litert
+from repghost_tf.export import tflite
 from repghost_tf.atomic_files import write_bytes
 
 PEER_PACKAGES = ("torch", "timm", "onnx", "onnxruntime")
@@ -94,11 +95,11 @@ def time_tflite(path: str, threads: int, warmup_runs: int, num_runs: int) -> dic
     """Init, first-run and timed-run statistics of one flatbuffer in LiteRT with XNNPACK, and
     how XNNPACK partitioned it."""
     start = time.perf_counter_ns()
-    interpreter = tflite.make_interpreter(path, num_threads=threads)
+    interpreter = litert.make_interpreter(path, num_threads=threads)
     init_ms = (time.perf_counter_ns() - start) / 1e6
     detail = interpreter.get_input_details()[0]
     image = export.random_images(detail["shape"][1], 1, seed=1)
-    interpreter.set_tensor(detail["index"], tflite.quantize_input(image, detail))
+    interpreter.set_tensor(detail["index"], litert.quantize_input(image, detail))
     first_ms, stats = time_runs(interpreter.invoke, warmup_runs, num_runs)
     partitions, left = delegation(interpreter)
     return {

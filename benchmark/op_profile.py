@@ -4,7 +4,7 @@ ONNX Runtime's own profile of timm's model of the same architecture, grouped by 
 The Python LiteRT interpreter has no op profiler (benchmark_model's --enable_op_profiling is
 the C++ tool's; device.py passes it on phones). Here each stage is timed as the difference
 between two prefix models cut at stage boundaries (stem, blocks.0 ... blocks.N, head), each
-exported through repghost_tf.tflite; the ops each stage adds come from the flatbuffers. ONNX
+exported through repghost_tf.export.tflite; the ops each stage adds come from the flatbuffers. ONNX
 Runtime times every node itself (SessionOptions.enable_profiling); its per-op-type totals show
 which kernels dominate there.
 
@@ -32,7 +32,7 @@ from absl import app, flags
 
 import repghost_tf
 from benchmark import catalog, common_flags, export, results_io
-from repghost_tf import tflite
+from repghost_tf.export import tflite
 from repghost_tf.atomic_files import write_bytes, write_text
 
 _MODEL = flags.DEFINE_string("model", "repghostnet_050", "Model to profile (RepGhostNet or GhostNet name).")

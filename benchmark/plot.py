@@ -54,7 +54,7 @@ def points(
     for r in results:
         if r.runtime == results_io.PEER_RUNTIME or (r.threads, r.precision, r.form) != (threads, precision, form):
             continue
-        top1 = measured.get(r.model, catalog.PUBLISHED_TOP1.get(r.model))
+        top1 = measured.get(r.model, catalog.published_top1(r.model))
         if top1 is None:
             continue
         latency = r.median_ms if r.median_ms is not None else r.mean_ms

@@ -51,7 +51,8 @@ def keras_images_per_second() -> float:
     import numpy as np
     import tensorflow as tf
 
-    from repghost_tf.models import create_model, width_tag
+    from repghost_tf.models.ghostnet import width_tag
+    from repghost_tf.models.registry import create_model
 
     keras.config.set_dtype_policy(FLAGS.dtype)
     model = create_model(

@@ -1,8 +1,18 @@
-"""RepGhostNet and GhostNet for Keras 3, from training to deploy-form TFLite."""
+"""RepGhostNet, GhostNet and G-GhostNet for Keras 3, from training to int8 TFLite on phones.
 
-from repghost_tf.deploy import fuse, is_fused
-from repghost_tf.g_ghost import (
-    G_GHOST_MODELS,
+Subpackages: `models` (layers, constructors, the registry), `data` (input pipelines and the
+built-in dataset), `training` (the recipe under tf.distribute), `export` (TFLite conversion,
+calibration and verification). docs/architecture.md maps them.
+"""
+
+from repghost_tf.native_logs import import_tensorflow
+
+import_tensorflow()  # before anything else imports it, so its start-up banner can be filtered
+
+from repghost_tf.fusion import FusableLayer, fuse, is_fused  # noqa: E402
+from repghost_tf.models import (  # noqa: E402
+    Profile,
+    profile,
     GGhostRegNetX,
     GGhostRegNetX002,
     GGhostRegNetX004,
@@ -18,20 +28,6 @@ from repghost_tf.g_ghost import (
     GGhostRegNetX320,
     GGhostStage,
     XBlock,
-)
-from repghost_tf.layers import (
-    ConvBN,
-    FusableLayer,
-    GhostBottleneck,
-    GhostModule,
-    GroupedConv2D,
-    RepGhostBottleneck,
-    RepGhostModule,
-    SqueezeExcite,
-    make_divisible,
-)
-from repghost_tf.models import (
-    MODELS,
     GhostNet,
     GhostNet050,
     GhostNet100,
@@ -48,9 +44,24 @@ from repghost_tf.models import (
     RepGhostNet130,
     RepGhostNet150,
     RepGhostNet200,
+    ConvBN,
+    GhostBottleneck,
+    GhostModule,
+    GroupedConv2D,
+    RepGhostBottleneck,
+    RepGhostModule,
+    SqueezeExcite,
+    make_divisible,
+    MODELS,
+    ModelSpec,
+    UnknownModelError,
     create_model,
+    resolve,
 )
-from repghost_tf.counting import Profile, profile
-from repghost_tf.torch_weights import CheckpointError, WeightMismatchError, load_torch_weights
+from repghost_tf.torch_weights import (  # noqa: E402
+    CheckpointError,
+    WeightMismatchError,
+    load_torch_weights,
+)
 
 __version__ = "0.1.0"

@@ -3,64 +3,35 @@
 Usage:
   python -m repghost_tf.convert_torch CHECKPOINT --width=0.5 --output=repghostnet_050.keras
   python -m repghost_tf.convert_torch CHECKPOINT --model=ghostnet_100 --output=ghostnet_100.keras
-  options: --no-ema (state_dict instead of state_dict_ema), --deploy / --no-deploy, --logits
+  options: --noema (state_dict instead of state_dict_ema), --deploy / --nodeploy, --logits
 
 CHECKPOINT is a `.pth`, `.pth.tar`, `.bin` or `.safetensors` file holding a training checkpoint
 as timm's training script saves it, a bare state_dict, or the deploy form that the official
-`convert.py` writes. The flags are defined only when this module runs as a program, so that
-importing `convert_checkpoint` registers no absl flags in the importing program.
+`convert.py` writes. The library function behind it is
+`repghost_tf.torch_weights.convert_checkpoint`. The flags are defined only when this module runs
+as a program, so that importing it registers no absl flags in the importing program.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import sys
-from typing import Any, Mapping, NoReturn
+from typing import NoReturn
 
-import keras
 from absl import app, flags
 
 from repghost_tf.atomic_files import save_model
-from repghost_tf.deploy import fuse, is_fused
-from repghost_tf.models import MODELS, REPGHOSTNET_WIDTHS, create_model, width_tag
+from repghost_tf.fusion import is_fused
+from repghost_tf.models.ghostnet import REPGHOSTNET_WIDTHS
+from repghost_tf.models.registry import MODELS, UnknownModelError, resolve
 from repghost_tf.torch_weights import (
     CheckpointError,
     WeightMismatchError,
-    deploy_form_tensor,
-    load_torch_weights,
+    convert_checkpoint,
     read_checkpoint,
-    select_state_dict,
 )
 
 FLAGS = flags.FLAGS
-
-
-def convert_checkpoint(
-    checkpoint: str | os.PathLike | Mapping[str, Any],
-    model_name: str,
-    *,
-    ema: bool = True,
-    deploy: bool | None = None,
-    logits: bool = False,
-) -> keras.Model:
-    """Builds `model_name` (a key of `repghost_tf.MODELS`) with the checkpoint's weights.
-
-    `deploy`: True returns the fused deploy form, False the training form (impossible for a
-    deploy-form checkpoint), None the checkpoint's own form. `logits` drops the softmax.
-    """
-    if isinstance(checkpoint, Mapping):
-        state_dict, _ = select_state_dict(checkpoint, ema)
-    else:
-        state_dict, _ = read_checkpoint(checkpoint, ema)
-    deploy_form = deploy_form_tensor(state_dict) is not None
-    model = create_model(
-        model_name,
-        deploy=deploy_form and deploy is not False,
-        classifier_activation=None if logits else "softmax",
-    )
-    load_torch_weights(model, state_dict)
-    return fuse(model) if deploy and not deploy_form else model
 
 
 def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
@@ -84,13 +55,13 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
     flags.DEFINE_boolean(
         "ema", True,
         "Use the checkpoint's EMA weights (state_dict_ema) when present, as the published "
-        "accuracy is the EMA model's; --no-ema uses state_dict.",
+        "accuracy is the EMA model's; --noema uses state_dict.",
         flag_values=flag_values,
     )
     flags.DEFINE_boolean(
         "deploy", None,
         "Write the fused, BatchNorm-free deploy form. Unset: the checkpoint's own form, so a "
-        "deploy-form checkpoint always gives a deploy-form model (--no-deploy with one fails).",
+        "deploy-form checkpoint always gives a deploy-form model (--nodeploy with one fails).",
         flag_values=flag_values,
     )
     flags.DEFINE_boolean(
@@ -98,11 +69,6 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
         flag_values=flag_values,
     )
     flags.mark_flag_as_required("output", flag_values=flag_values)
-
-
-def gnu_negations(argv: list[str]) -> list[str]:
-    """Rewrites the GNU spelling --no-ema of a boolean flag into absl's --noema."""
-    return [re.sub(r"^--no-(\w+)$", r"--no\1", arg) for arg in argv]
 
 
 def main(argv: list[str], flag_values: flags.FlagValues = FLAGS) -> None:
@@ -130,14 +96,12 @@ def main(argv: list[str], flag_values: flags.FlagValues = FLAGS) -> None:
 
 
 def _model_name(flag_values: flags.FlagValues) -> str:
-    model, width = flag_values.model, flag_values.width
-    if (model is None) == (width is None):
-        _fail("give the architecture with exactly one of --model and --width")
-    if model is not None:
-        return model
-    if width not in REPGHOSTNET_WIDTHS:
-        _fail(f"--width must be one of {', '.join(map(str, REPGHOSTNET_WIDTHS))}, got {width}")
-    return f"repghostnet_{width_tag(width)}"
+    if flag_values.model is None and flag_values.width is None:
+        _fail("give the architecture with --model or --width")
+    try:
+        return resolve(flag_values.model, flag_values.width).name
+    except UnknownModelError as error:
+        _fail(str(error))
 
 
 def _fail(message: str) -> NoReturn:
@@ -147,4 +111,4 @@ def _fail(message: str) -> NoReturn:
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main, flags_parser=lambda argv: app.parse_flags_with_usage(gnu_negations(argv)))
+    app.run(main)

@@ -10,15 +10,21 @@ BN_EPSILON = 1e-5
 BN_MOMENTUM = 0.9
 
 
-def batchnorm_scale_shift(bn) -> tuple[np.ndarray, np.ndarray]:
-    """Returns (scale, shift) such that bn(x) == x * scale + shift at inference."""
-    gamma = _as_float64(bn.gamma) if bn.scale else 1.0
-    beta = _as_float64(bn.beta) if bn.center else 0.0
-    mean = _as_float64(bn.moving_mean)
-    variance = _as_float64(bn.moving_variance)
-    scale = gamma / np.sqrt(variance + bn.epsilon)
-    shift = beta - mean * scale
+def scale_shift(
+    gamma, beta, mean, variance, epsilon: float = BN_EPSILON
+) -> tuple[np.ndarray, np.ndarray]:
+    """Returns float64 (scale, shift) such that BatchNorm(x) == x * scale + shift at inference."""
+    mean = _as_float64(mean)
+    scale = _as_float64(gamma) / np.sqrt(_as_float64(variance) + epsilon)
+    shift = _as_float64(beta) - mean * scale
     return np.broadcast_to(scale, mean.shape).copy(), np.broadcast_to(shift, mean.shape).copy()
+
+
+def batchnorm_scale_shift(bn) -> tuple[np.ndarray, np.ndarray]:
+    """`scale_shift` of a Keras BatchNormalization layer."""
+    gamma = bn.gamma if bn.scale else 1.0
+    beta = bn.beta if bn.center else 0.0
+    return scale_shift(gamma, beta, bn.moving_mean, bn.moving_variance, bn.epsilon)
 
 
 def fold_batchnorm(conv, bn) -> tuple[np.ndarray, np.ndarray]:

@@ -14,7 +14,6 @@ refuses any global outside an explicit allow-list instead of running it.
 from __future__ import annotations
 
 import argparse
-import copy
 import os
 import re
 import warnings
@@ -23,9 +22,10 @@ from typing import Any, Mapping
 import keras
 import numpy as np
 
-from repghost_tf.deploy import fuse, is_fused
-from repghost_tf.folding import BN_EPSILON
-from repghost_tf.layers import ConvBN, FusableLayer, walk_layers
+from repghost_tf.folding import scale_shift
+from repghost_tf.fusion import fuse, is_fused, walk_layers, with_deploy
+from repghost_tf.models.layers import ConvBN
+from repghost_tf.models.registry import create_model
 
 _IGNORED_SUFFIXES = (".num_batches_tracked",)
 _BATCHNORM_TENSORS = ("weight", "bias", "running_mean", "running_var")
@@ -132,24 +132,41 @@ def load_torch_weights(
     elif fused_tensor is not None:
         load_state_dict(model, _fold_batchnorms(model, state_dict))
     else:
-        twin = _training_twin(model)
+        twin = with_deploy(model, deploy=False)
         load_state_dict(twin, state_dict)
         model.set_weights(fuse(twin).get_weights())
+
+
+def convert_checkpoint(
+    checkpoint: str | os.PathLike | Mapping[str, Any],
+    model_name: str,
+    *,
+    ema: bool = True,
+    deploy: bool | None = None,
+    logits: bool = False,
+) -> keras.Model:
+    """Builds `model_name` (a name of `repghost_tf.MODELS`) with the checkpoint's weights.
+
+    `deploy`: True returns the fused deploy form, False the training form (impossible for a
+    deploy-form checkpoint), None the checkpoint's own form. `logits` drops the softmax.
+    """
+    if isinstance(checkpoint, Mapping):
+        state_dict, _ = select_state_dict(checkpoint, ema)
+    else:
+        state_dict, _ = read_checkpoint(checkpoint, ema)
+    deploy_form = deploy_form_tensor(state_dict) is not None
+    model = create_model(
+        model_name,
+        deploy=deploy_form and deploy is not False,
+        classifier_activation=None if logits else "softmax",
+    )
+    load_torch_weights(model, state_dict)
+    return fuse(model) if deploy and not deploy_form else model
 
 
 def deploy_form_tensor(state_dict: Mapping[str, Any]) -> str | None:
     """The first fused cheap-operation tensor of a deploy-form RepGhostNet state_dict, else None."""
     return next((k for k in state_dict if k.endswith(_FUSED_CHEAP_OPERATION)), None)
-
-
-def _training_twin(model: keras.Model) -> keras.Model:
-    """The training form of a deploy-form `model`: same config with every `deploy` flag off."""
-    config = copy.deepcopy(model.get_config())
-    for layer_config in config["layers"]:
-        layer_class = keras.saving.get_registered_object(layer_config.get("registered_name"))
-        if isinstance(layer_class, type) and issubclass(layer_class, FusableLayer):
-            layer_config["config"]["deploy"] = False
-    return model.__class__.from_config(config)
 
 
 def _fold_batchnorms(model: keras.Model, state_dict: Mapping[str, Any]) -> dict[str, np.ndarray]:
@@ -176,9 +193,9 @@ def _fold_batchnorms(model: keras.Model, state_dict: Mapping[str, Any]) -> dict[
                     f"of shape {kernel.shape}"
                 )
         folded.pop(f"{layer.bn_name}.num_batches_tracked", None)
-        scale = gamma / np.sqrt(variance + BN_EPSILON)
+        scale, shift = scale_shift(gamma, beta, mean, variance)
         folded[conv_key] = kernel * scale.reshape(-1, 1, 1, 1)
-        folded[f"{layer.conv_name}.bias"] = beta - mean * scale
+        folded[f"{layer.conv_name}.bias"] = shift
     return folded
 
 

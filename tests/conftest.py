@@ -1,4 +1,5 @@
 import contextlib
+import dataclasses
 import os
 
 # Quiet TensorFlow's C++ start-up logging; must be set before TensorFlow is imported.
@@ -39,8 +40,8 @@ def tiny_data_dir(tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory, tiny_data_dir) -> tuple[TrainConfig, dict]:
     """One uninterrupted TINY_RUN, laid out as `python train.py` lays it out in a project:
-    runs/repghostnet_050/ and runs/LATEST."""
+    runs/repghostnet_050/ and runs/LATEST; with its summary as summary.json holds it."""
     runs = tmp_path_factory.mktemp("project") / "runs"
     config = TrainConfig(**TINY_RUN, data_dir=tiny_data_dir, output_dir=str(runs / "repghostnet_050"),
                          latest_file=str(runs / "LATEST"))
-    return config, train(config)
+    return config, dataclasses.asdict(train(config))

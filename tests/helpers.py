@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from repghost_tf.layers import walk_layers
+from repghost_tf.fusion import walk_layers
 
 
 def relative_error(actual, expected) -> float:

@@ -10,8 +10,8 @@ import pytest
 
 import repghost_tf
 from benchmark import int8_flips
-from repghost_tf import tflite_export
-from repghost_tf.layers import walk_layers
+from repghost_tf.export import tflite
+from repghost_tf.fusion import walk_layers
 from helpers import randomize_batchnorms
 
 from conftest import TINY  # noqa: E402
@@ -94,7 +94,7 @@ def test_int8_weights_lie_on_a_per_channel_grid_and_the_original_is_untouched():
 
 def test_measure_names_a_model_without_the_feature_layer():
     model = repghost_tf.RepGhostNet050(input_shape=(48, 48, 3), include_top=False)
-    with pytest.raises(tflite_export.ExportError, match="no 'global_pool' layer"):
+    with pytest.raises(tflite.ExportError, match="no 'global_pool' layer"):
         int8_flips.measure(model, TINY, image_size=48)
 
 

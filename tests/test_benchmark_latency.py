@@ -118,15 +118,16 @@ def test_op_profile_cuts_stages_like_the_onnx_node_names():
 def test_delegation_names_the_int8_ops_xnnpack_leaves_to_tflite():
     import keras
 
-    from repghost_tf import tflite
+    from repghost_tf import litert
+    from repghost_tf.export import tflite
 
     inputs = keras.Input((8, 8, 3))
     x = keras.layers.Conv2D(4, 3, padding="same")(inputs)
     x = keras.layers.Activation("hard_swish")(x)
     model = keras.Model(inputs, keras.layers.Conv2D(4, 1)(x))
     images = [export.random_images(8, 4)]
-    float_model = tflite.make_interpreter(tflite.convert(model, image_size=8))
-    int8_model = tflite.make_interpreter(
+    float_model = litert.make_interpreter(tflite.convert(model, image_size=8))
+    int8_model = litert.make_interpreter(
         tflite.convert(model, "int8", image_size=8, representative_data=images)
     )
     assert latency.delegation(float_model) == (1, {})

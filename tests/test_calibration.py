@@ -6,7 +6,8 @@ import pytest
 import tensorflow as tf
 
 import repghost_tf
-from repghost_tf import calibration, tflite
+from repghost_tf import litert
+from repghost_tf.export import calibration, tflite
 from helpers import randomize_batchnorms, random_images
 
 
@@ -66,8 +67,8 @@ def test_minmax_ranges_give_the_converters_own_int8_model(fused_model):
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     converter.representative_dataset = lambda: ([image[None]] for image in calibration_images)
     converter.inference_input_type = converter.inference_output_type = tf.uint8
-    reference = tflite.make_interpreter(converter.convert())
-    ours = tflite.make_interpreter(tflite.convert(
+    reference = litert.make_interpreter(converter.convert())
+    ours = litert.make_interpreter(tflite.convert(
         fused_model, "int8", image_size=32, io_type="uint8",
         representative_data=calibration_images, pixel_range=None, ranges="minmax",
     ))
@@ -76,14 +77,14 @@ def test_minmax_ranges_give_the_converters_own_int8_model(fused_model):
         reference.get_input_details()[0]["quantization"]
     )
     np.testing.assert_array_equal(
-        tflite.run_interpreter(ours, images), tflite.run_interpreter(reference, images)
+        litert.run_interpreter(ours, images), litert.run_interpreter(reference, images)
     )
-    mse = tflite.make_interpreter(tflite.convert(
+    mse = litert.make_interpreter(tflite.convert(
         fused_model, "int8", image_size=32, io_type="uint8",
         representative_data=calibration_images, pixel_range=None,
     ))
-    assert not np.array_equal(tflite.run_interpreter(mse, images),
-                              tflite.run_interpreter(reference, images))
+    assert not np.array_equal(litert.run_interpreter(mse, images),
+                              litert.run_interpreter(reference, images))
 
 
 def test_unknown_range_method_is_one_clear_error(fused_model):

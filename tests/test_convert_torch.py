@@ -27,7 +27,7 @@ from helpers import (  # noqa: E402
 )
 from repghost_tf import convert_torch  # noqa: E402
 from repghost_tf.atomic_files import save_model  # noqa: E402
-from repghost_tf.convert_torch import convert_checkpoint  # noqa: E402
+from repghost_tf.torch_weights import convert_checkpoint  # noqa: E402
 from repghost_tf.torch_weights import (  # noqa: E402
     CheckpointError,
     WeightMismatchError,
@@ -216,7 +216,7 @@ def _run_cli(*args):
     """Runs the command line's main in this process, on flags of its own."""
     flag_values = flags.FlagValues()
     convert_torch.define_flags(flag_values)
-    argv = flag_values(convert_torch.gnu_negations(["convert_torch", *map(str, args)]))
+    argv = flag_values(["convert_torch", *map(str, args)])
     convert_torch.main(argv, flag_values)
 
 
@@ -238,7 +238,7 @@ def cli_inputs(tmp_path_factory):
 def test_cli_converts_without_ema_to_a_deploy_model_that_reloads(cli_inputs, images, capsys):
     work, model, paths = cli_inputs
     output = work / "converted.keras"
-    _run_cli(paths["train"], "--width=0.5", "--no-ema", "--deploy", "--logits",
+    _run_cli(paths["train"], "--width=0.5", "--noema", "--deploy", "--logits",
              f"--output={output}")
     assert "repghostnet_050, deploy form, weights from state_dict." in capsys.readouterr().out
     reloaded = keras.saving.load_model(output, safe_mode=True)
@@ -252,13 +252,13 @@ def test_cli_converts_without_ema_to_a_deploy_model_that_reloads(cli_inputs, ima
         ("train", ["--width=1.0"],
          r"tensor 'conv_stem\.weight' has shape \(8, 3, 3, 3\), which does not fit "
          r"repghostnet_100"),
-        ("deploy", ["--model=repghostnet_050", "--no-deploy"],
+        ("deploy", ["--model=repghostnet_050", "--nodeploy"],
          r"tensor 'blocks\.0\.0\.ghost1\.cheap_operation\.weight' is a fused cheap operation"),
         ("truncated", ["--width=0.5"], r"truncated\.pth\.tar is not a readable PyTorch checkpoint"),
         ("foreign", ["--width=0.5"], r"photo\.pth is not a readable PyTorch checkpoint"),
         ("evil", ["--width=0.5"], r"refusing to load .*evil\.pth: it asks to unpickle 'io\.open'"),
         ("train", ["--width=0.7"], r"--width must be one of 0\.5, 0\.58"),
-        ("train", ["--width=0.5", "--model=ghostnet_050"], r"exactly one of --model and --width"),
+        ("train", ["--width=0.5", "--model=ghostnet_050"], r"one of --model and --width, not both"),
     ],
 )
 def test_cli_refuses_with_one_line_and_writes_nothing(tmp_path, cli_inputs, source, args,
@@ -282,7 +282,7 @@ def test_cli_process_refuses_a_malicious_pickle_without_running_it(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3",
            "TF_ENABLE_ONEDNN_OPTS": "0"}
     command = [sys.executable, "-m", "repghost_tf.convert_torch", str(evil), "--width=0.5",
-               "--no-ema", f"--output={output}"]
+               "--noema", f"--output={output}"]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 1
     assert result.stderr.splitlines() == [

@@ -9,7 +9,8 @@ import pytest
 import tensorflow as tf
 
 from repghost_tf import data
-from repghost_tf.datasets.synthetic_shapes import CLASSES, render_example
+from repghost_tf.data import datasets, preprocessing
+from repghost_tf.data.synthetic_shapes import CLASSES, render_example
 
 TINY = "synthetic_shapes/tiny"
 TINY_CLASSES = ("circle", "triangle", "square", "cross")
@@ -89,7 +90,7 @@ def test_eval_preprocessing_is_resize_then_centre_crop(data_dir):
 
 @pytest.mark.parametrize("encode", [tf.io.encode_jpeg, tf.io.encode_png])
 def test_random_resized_crop_handles_jpeg_and_png(encode):
-    preprocess = data.TrainPreprocessing(48, data.Augmentation(min_crop_scale=0.5))
+    preprocess = preprocessing.TrainPreprocessing(48, data.Augmentation(min_crop_scale=0.5))
     image = tf.constant(np.random.default_rng(1).integers(0, 256, (90, 70, 3), dtype=np.uint8))
     crops = [preprocess.random_resized_crop(encode(image)) for _ in range(4)]
     assert all(c.shape == (48, 48, 3) for c in crops)
@@ -100,16 +101,16 @@ def test_random_erasing_fills_one_rectangle_with_noise():
     image = tf.fill([64, 64, 3], 7.0)
     tf.random.set_seed(3)
     for _ in range(5):
-        erased = (data.random_erasing(image, 1.0).numpy() != 7.0).any(axis=-1)
+        erased = (preprocessing.random_erasing(image, 1.0).numpy() != 7.0).any(axis=-1)
         rows, cols = np.nonzero(erased)
         height, width = rows.max() - rows.min() + 1, cols.max() - cols.min() + 1
         assert erased.sum() >= 0.9 * height * width  # a filled rectangle (noise may hit 7)
         assert 0.015 <= height * width / 64**2 <= 0.34
-    np.testing.assert_array_equal(data.random_erasing(image, 0.0), image)
+    np.testing.assert_array_equal(preprocessing.random_erasing(image, 0.0), image)
 
 
 def test_randaugment_operations_stay_in_range_and_change_images():
-    augment = data.RandAugment(9.0, 0.5)
+    augment = preprocessing.RandAugment(9.0, 0.5)
     image = tf.constant(
         np.random.default_rng(2).integers(0, 256, (32, 32, 3)).astype(np.float32)
     )
@@ -127,8 +128,8 @@ def test_randaugment_operations_stay_in_range_and_change_images():
 
 def test_color_jitter_zero_strength_is_identity():
     image = tf.constant(np.random.default_rng(4).uniform(0, 255, (16, 16, 3)).astype(np.float32))
-    np.testing.assert_allclose(data.color_jitter(image, 0.0), image, atol=1e-3)
-    assert not np.allclose(data.color_jitter(image, 0.4), image)
+    np.testing.assert_allclose(preprocessing.color_jitter(image, 0.0), image, atol=1e-3)
+    assert not np.allclose(preprocessing.color_jitter(image, 0.4), image)
 
 
 def _write_folder(root: str, splits: tuple[str, ...]) -> None:

@@ -12,7 +12,8 @@ import pytest
 import tensorflow as tf
 
 import repghost_tf
-from repghost_tf import tflite, tflite_export
+from repghost_tf import litert, runs
+from repghost_tf.export import pipeline as tflite_export, tflite
 from helpers import randomize_batchnorms, random_images, relative_error
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -25,7 +26,7 @@ def _randomized(constructor, **kwargs) -> keras.Model:
 
 
 def _tflite_logits(flatbuffer: bytes, images: np.ndarray) -> np.ndarray:
-    return tflite.run_interpreter(tflite.make_interpreter(flatbuffer), images)
+    return litert.run_interpreter(litert.make_interpreter(flatbuffer), images)
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +56,7 @@ def test_repghostnet_050_float32_and_float16_match_keras(repghostnet_050):
     expected = model(images, training=False)
     assert np.linalg.norm(expected) > 1.0
     assert relative_error(_tflite_logits(float32, images), expected) < 1e-5
-    interpreter = tflite.make_interpreter(float32)
+    interpreter = litert.make_interpreter(float32)
     assert interpreter.get_input_details()[0]["shape_signature"].tolist() == [1, 224, 224, 3]
 
     float16 = tflite.convert(repghost_tf.fuse(model), "float16", image_size=224)
@@ -104,17 +105,17 @@ def test_uint8_and_int8_inputs_take_camera_pixels(int8_models):
     pixels = np.round(random_images(3, 64, 64, seed=7))
     outputs = {}
     for io_type, flatbuffer in flatbuffers.items():
-        interpreter = tflite.make_interpreter(flatbuffer)
+        interpreter = litert.make_interpreter(flatbuffer)
         detail = interpreter.get_input_details()[0]
         assert np.dtype(detail["dtype"]).name == io_type
         assert np.dtype(interpreter.get_output_details()[0]["dtype"]).name == io_type
         ops = tflite.op_histogram(flatbuffer)
         assert "CONCATENATION" not in ops and not any(name.startswith("Flex") for name in ops)
-        outputs[io_type] = tflite.run_interpreter(interpreter, pixels)
+        outputs[io_type] = litert.run_interpreter(interpreter, pixels)
     # Scale 1 over the full pixel range although calibration saw only [20, 230]: a uint8 input
     # is the camera's pixel, an int8 input is the pixel - 128.
-    uint8_input = tflite.make_interpreter(flatbuffers["uint8"]).get_input_details()[0]
-    int8_input = tflite.make_interpreter(flatbuffers["int8"]).get_input_details()[0]
+    uint8_input = litert.make_interpreter(flatbuffers["uint8"]).get_input_details()[0]
+    int8_input = litert.make_interpreter(flatbuffers["int8"]).get_input_details()[0]
     assert uint8_input["quantization"] == (1.0, 0)
     assert int8_input["quantization"] == (1.0, -128)
     np.testing.assert_allclose(outputs["uint8"], outputs["int8"], atol=1e-6)
@@ -186,7 +187,7 @@ def test_export_refuses_and_writes_nothing(tmp_path, kind, message):
 def test_export_rejects_unknown_quantization_and_conflicting_sources(tmp_path):
     with pytest.raises(tflite.ExportError, match="unknown --quantize 'int4'"):
         tflite_export.export(tflite_export.ExportOptions(width=0.5, quantize=("none", "int4")))
-    with pytest.raises(tflite.ExportError, match="either --model or --width"):
+    with pytest.raises(tflite.ExportError, match="one of --model and --width"):
         tflite_export.export(tflite_export.ExportOptions(model="x.keras", width=0.5))
     with pytest.raises(tflite.ExportError, match="train one first"):
         tflite_export.export(tflite_export.ExportOptions(runs_dir=str(tmp_path / "runs")))
@@ -194,17 +195,17 @@ def test_export_rejects_unknown_quantization_and_conflicting_sources(tmp_path):
 
 def test_latest_model_follows_latest_to_the_deploy_form_first(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # not the project: a relative LATEST resolves against the project
-    runs = tmp_path / "project" / "runs"
-    run = runs / "repghostnet_050"
+    runs_dir = tmp_path / "project" / "runs"
+    run = runs_dir / "repghostnet_050"
     run.mkdir(parents=True)
-    (runs / "LATEST").write_text("runs/repghostnet_050\n")  # relative to the project, as written
-    with pytest.raises(tflite.ExportError, match="holds no deploy.keras or best.keras; HINT$"):
-        tflite_export.latest_model(str(runs), hint="HINT")
+    (runs_dir / "LATEST").write_text("runs/repghostnet_050\n")  # relative to the project
+    with pytest.raises(runs.RunError, match="holds no deploy.keras or best.keras; HINT$"):
+        runs.latest_model(str(runs_dir), hint="HINT")
     (run / "best.keras").write_bytes(b"")
-    assert tflite_export.latest_model(str(runs), hint="HINT") == str(run / "best.keras")
+    assert runs.latest_model(str(runs_dir), hint="HINT") == str(run / "best.keras")
     (run / "deploy.keras").write_bytes(b"")
-    (runs / "LATEST").write_text(f"{run}\n")  # absolute
-    assert tflite_export.latest_model(str(runs), hint="HINT") == str(run / "deploy.keras")
+    (runs_dir / "LATEST").write_text(f"{run}\n")  # absolute
+    assert runs.latest_model(str(runs_dir), hint="HINT") == str(run / "deploy.keras")
 
 
 def test_export_builds_a_model_name_with_random_weights(tmp_path):

@@ -7,7 +7,8 @@ import pathlib
 
 import pytest
 
-from repghost_tf import data, tflite_export
+from repghost_tf import data
+from repghost_tf.export import pipeline as tflite_export
 
 from conftest import TINY, TINY_RUN_GROUP  # noqa: E402
 

@@ -4,7 +4,7 @@ import keras
 import pytest
 
 import repghost_tf
-from repghost_tf.layers import walk_layers
+from repghost_tf.fusion import walk_layers
 from helpers import assert_fusion_is_exact
 
 VARIANTS = [

@@ -11,14 +11,14 @@ import pytest
 
 import repghost_tf
 from helpers import assert_fusion_is_exact, randomize_batchnorms, random_images, relative_error
-from repghost_tf.g_ghost import (
+from repghost_tf.models.g_ghost import (
     G_GHOST_MODELS,
     GGhostRegNetX,
     GGhostRegNetX002,
     GGhostStage,
     XBlock,
 )
-from repghost_tf.layers import walk_layers
+from repghost_tf.fusion import walk_layers
 from repghost_tf.torch_weights import WeightMismatchError, load_state_dict
 
 # variant: (depths, widths, group width, official conv+fc params, multiply-adds at 224x224)
@@ -246,13 +246,15 @@ def test_ghost_stage_layer_reproduces_numpy_reference():
     assert expected.shape == (2, 8, 6, width)
     assert relative_error(model(x, training=False), expected) < 1e-4
 
-    # In-place fusion of the stage keeps its outputs and drops every BatchNorm.
+    # Fusion of the stage keeps its outputs and drops every BatchNorm.
     before = np.asarray(model(x, training=False))
-    stage.fuse()
-    assert stage.deploy and all(
-        not isinstance(layer, keras.layers.BatchNormalization) for layer in walk_layers(stage)
+    deployed = repghost_tf.fuse(model)
+    fused_stage = deployed.get_layer(stage.name)
+    assert fused_stage.deploy and all(
+        not isinstance(layer, keras.layers.BatchNormalization)
+        for layer in walk_layers(fused_stage)
     )
-    assert relative_error(model(x, training=False), before) < 1e-5
+    assert relative_error(deployed(x, training=False), before) < 1e-5
 
 
 def test_state_dict_mismatch_names_the_tensor():
@@ -340,7 +342,7 @@ def test_official_checkpoint_converts_through_convert_torch(tmp_path):
     the same importer and safety rules as RepGhostNet's."""
     torch = pytest.importorskip("torch")
     from repghost_tf.atomic_files import save_model
-    from repghost_tf.convert_torch import convert_checkpoint
+    from repghost_tf.torch_weights import convert_checkpoint
 
     depths, widths, group_width, *_ = OFFICIAL["002"]
     state_dict = _StateDict(seed=11).model(depths, widths, group_width, classes=1000)
@@ -360,7 +362,8 @@ def test_official_checkpoint_converts_through_convert_torch(tmp_path):
 
 
 def test_float32_tflite_export_matches_keras():
-    from repghost_tf import tflite
+    from repghost_tf import litert
+    from repghost_tf.export import tflite
 
     model = GGhostRegNetX002(classifier_activation=None)
     randomize_batchnorms(model, seed=13)
@@ -369,5 +372,5 @@ def test_float32_tflite_export_matches_keras():
     histogram = tflite.op_histogram(flatbuffer)
     assert not any("FLEX" in op.upper() for op in histogram)
     images = random_images(2, 96, 96, seed=14)
-    outputs = tflite.run_interpreter(tflite.make_interpreter(flatbuffer), images)
+    outputs = litert.run_interpreter(litert.make_interpreter(flatbuffer), images)
     assert relative_error(outputs, deployed(images, training=False)) < 1e-5

@@ -1,20 +1,22 @@
-"""Layer-level behaviour: in-place fuse(), serialization, PyTorch-style names and padding."""
+"""Layer-level behaviour: fusion of single layers, serialization, PyTorch-style names and
+padding."""
 
 import keras
 import tensorflow as tf
 import numpy as np
 import pytest
 
+import repghost_tf
 from helpers import randomize_batchnorms, relative_error
-from repghost_tf.layers import (
+from repghost_tf.models.layers import (
     ConvBN,
     GhostModule,
     GroupedConv2D,
     RepGhostBottleneck,
     RepGhostModule,
     make_divisible,
-    walk_layers,
 )
+from repghost_tf.fusion import walk_layers
 
 
 def _single_layer_model(layer, channels=12, size=(15, 17)):
@@ -28,18 +30,18 @@ def _random_input(channels=12, size=(15, 17), seed=0):
 
 @pytest.mark.parametrize("reparam", ["bn", "identity", "none"])
 @pytest.mark.parametrize("relu", [True, False])
-def test_repghost_module_fuses_in_place(reparam, relu):
-    layer = RepGhostModule(20, relu=relu, reparam=reparam, name="m")
-    model = _single_layer_model(layer)
+def test_repghost_module_fuses(reparam, relu):
+    model = _single_layer_model(RepGhostModule(20, relu=relu, reparam=reparam, name="m"))
     randomize_batchnorms(model, seed=3)
     x = _random_input()
     expected = model(x, training=False).numpy()
-    layer.fuse()
+    deployed = repghost_tf.fuse(model)
+    layer = deployed.get_layer("m")
     assert layer.deploy
     inner = [type(sub) for sub in walk_layers(layer)]
     assert keras.layers.BatchNormalization not in inner
     assert inner.count(keras.layers.DepthwiseConv2D) == 1
-    assert relative_error(model(x, training=False), expected) < 1e-6
+    assert relative_error(deployed(x, training=False), expected) < 1e-6
 
 
 def test_reparam_branch_changes_the_output():
@@ -54,14 +56,13 @@ def test_reparam_branch_changes_the_output():
 
 
 @pytest.mark.parametrize("strides,out_channels,se_ratio", [(1, 12, 0.0), (2, 24, 0.25), (1, 16, 0)])
-def test_bottleneck_fuses_in_place(strides, out_channels, se_ratio):
-    layer = RepGhostBottleneck(36, out_channels, 5, strides, se_ratio, name="b")
-    model = _single_layer_model(layer)
+def test_bottleneck_fuses(strides, out_channels, se_ratio):
+    model = _single_layer_model(RepGhostBottleneck(36, out_channels, 5, strides, se_ratio, name="b"))
     randomize_batchnorms(model, seed=4)
     x = _random_input()
     expected = model(x, training=False).numpy()
-    layer.fuse()
-    assert relative_error(model(x, training=False), expected) < 1e-6
+    deployed = repghost_tf.fuse(model)
+    assert relative_error(deployed(x, training=False), expected) < 1e-6
 
 
 def test_stride_two_pads_symmetrically_like_pytorch():

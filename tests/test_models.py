@@ -83,8 +83,30 @@ def test_create_model_knows_every_official_name():
         "repghostnet_repid_050", "repghostnet_norep_050", "repghostnet_wo_050",
         "ghostnet_050", "ghostnet_100", "ghostnet_130",
     }
-    with pytest.raises(ValueError, match="Unknown model"):
+    with pytest.raises(ValueError, match="unknown model 'repghostnet_300'"):
         repghost_tf.create_model("repghostnet_300")
+
+
+def test_registry_resolves_names_and_widths_to_one_spec():
+    assert repghost_tf.resolve(width=0.58) is repghost_tf.MODELS["repghostnet_058"]
+    assert repghost_tf.resolve(width=1.11).name == "repghostnet_111"
+    assert repghost_tf.resolve("ghostnet_130").width == 1.3
+    with pytest.raises(repghost_tf.UnknownModelError, match=r"--width must be one of 0\.5, 0\.58"):
+        repghost_tf.resolve(width=0.7)
+    with pytest.raises(repghost_tf.UnknownModelError, match="not both"):
+        repghost_tf.resolve("repghostnet_050", width=0.5)
+
+
+def test_specs_carry_the_recipe_defaults_and_published_accuracy():
+    specs = repghost_tf.MODELS
+    assert [n for n, s in specs.items() if s.randaugment] == [
+        "repghostnet_130", "repghostnet_150", "repghostnet_200", "ghostnet_130"
+    ]
+    assert specs["repghostnet_050"].imagenet_top1 == 66.9
+    assert specs["g_ghost_regnetx_032"].imagenet_top1 is None
+    assert all(s.input_size == 224 for s in specs.values())
+    ablation = specs["repghostnet_wo_050"](classes=3)
+    assert ablation.name == "repghostnet_wo_050" and ablation.output_shape == (None, 3)
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,8 @@ import keras
 import pytest
 
 import repghost_tf
-from repghost_tf.layers import RepGhostModule, walk_layers
+from repghost_tf.fusion import walk_layers
+from repghost_tf.models.layers import RepGhostModule
 
 # (width, training-form params, official deploy-form params, multiply-adds at 224x224)
 OFFICIAL_REPGHOSTNET = [

@@ -223,8 +223,8 @@ def test_imagenet2012_end_to_end_under_mock_data(tmp_path):
     with tfds.testing.mock_data(num_examples=8):
         validate(config)
         summary = train(config)
-    assert summary["step"] == 2
-    assert "test_top1" not in summary  # imagenet2012's test split has no labels
+    assert summary.step == 2
+    assert summary.test_top1 is None  # imagenet2012's test split has no labels
     model = keras.saving.load_model(
         os.path.join(config.output_dir, "deploy.keras"), compile=False, safe_mode=True
     )

@@ -5,7 +5,7 @@ RegNetX X-blocks: a stage keeps only a narrow stack of X-blocks over part of its
 generates the other ("ghost") channels from the stage's first block by a 1x1 conv, steered by a
 global "mix" of every intermediate feature map.
 
-Layers follow the conventions of `repghost_tf.layers`: every conv+BatchNorm holder is a
+Layers follow the conventions of `repghost_tf.models.layers`: every conv+BatchNorm holder is a
 `FusableLayer` with a training form and a BatchNorm-free deploy form, and every Keras conv, dense
 and BatchNorm layer is named after the module path of the official PyTorch code
 (`layer3.base.conv2`, `layer3.layers.0.bn3`, `layer3.merge.1`, `layer3.cheap.0`, ...), so
@@ -20,13 +20,14 @@ import keras
 import numpy as np
 from keras import layers, ops
 
-from repghost_tf.applications import (
+from repghost_tf.models.applications import (
     check_arguments,
     image_input,
     load_weights_file,
     pool_features,
 )
-from repghost_tf.layers import ConvBN, FusableLayer, channels_shape
+from repghost_tf.fusion import FusableLayer
+from repghost_tf.models.layers import ConvBN, channels_shape
 
 _register = keras.saving.register_keras_serializable(package="repghost_tf")
 
@@ -166,7 +167,6 @@ class GGhostStage(FusableLayer):
             block = XBlock(self.raw_channels, 1, self.narrow_group_width, deploy=deploy,
                            name=f"{name}.layers.{i}")
             block.build(raw)
-            # One attribute per block, so that FusableLayer.fuse() untracks each of them.
             setattr(self, f"narrow{i}", block)
         cheap = channels_shape(self.cheap_channels)
         mixed = self.filters + self.raw_channels * (self.depth - 2)
@@ -309,9 +309,3 @@ GGhostRegNetX080 = _named("080")
 GGhostRegNetX120 = _named("120")
 GGhostRegNetX160 = _named("160")
 GGhostRegNetX320 = _named("320")
-
-# Every variant, under the names of the official release.
-G_GHOST_MODELS: dict[str, Callable[..., keras.Model]] = {
-    f"g_ghost_regnetx_{variant}": globals()[f"GGhostRegNetX{variant}"]
-    for variant in G_GHOST_VARIANTS
-}

@@ -1,10 +1,10 @@
 """Keras layers of RepGhostNet and its GhostNet baseline.
 
-Each layer that holds a conv+BatchNorm pair is a `FusableLayer`. It has two forms, chosen by the
-`deploy` flag: the training form, with its BatchNorms and re-parameterization branches, and the
-deploy form, where every BatchNorm and branch is folded into one conv with bias. `fused_weights()`
-computes the deploy form's weights from the training form (in float64); `fuse()` switches a layer
-to its deploy form in place. Sub-layers are named after the official PyTorch module paths
+Each layer that holds a conv+BatchNorm pair is a `repghost_tf.fusion.FusableLayer`. It has two
+forms, chosen by the `deploy` flag: the training form, with its BatchNorms and re-parameterization
+branches, and the deploy form, where every BatchNorm and branch is folded into one conv with bias.
+Each layer's `fused_weights()` computes its deploy form's weights from the training form (in
+float64, with `repghost_tf.folding`). Sub-layers are named after the official PyTorch module paths
 (`blocks.3.0.ghost1.primary_conv.0`, ...), so weights map between the two by name.
 """
 
@@ -17,6 +17,7 @@ import keras
 import numpy as np
 from keras import layers, ops
 
+from repghost_tf.fusion import FusableLayer
 from repghost_tf.folding import (
     BN_EPSILON,
     BN_MOMENTUM,
@@ -41,14 +42,6 @@ def make_divisible(value: float, divisor: int = 4) -> int:
 def batch_norm(name: str) -> layers.BatchNormalization:
     """A BatchNormalization with PyTorch's defaults, as the official weights expect."""
     return layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=name)
-
-
-def walk_layers(layer: layers.Layer):
-    """Yields every layer nested in `layer` (a model or a layer), depth first, in build order."""
-    children = layer.layers if isinstance(layer, keras.Model) else layer._layers
-    for child in children:
-        yield child
-        yield from walk_layers(child)
 
 
 def channels_shape(channels: int) -> tuple:
@@ -117,39 +110,6 @@ def _xla_convolution_gradients(strides: tuple, padding: str, dilations: tuple):
         return tape.gradient(y, [x, kernel], output_gradients=upstream)
 
     return gradients
-
-
-class FusableLayer(layers.Layer):
-    """A layer with a training form and a BatchNorm-free deploy form (see the module docstring)."""
-
-    def __init__(self, deploy: bool = False, **kwargs):
-        super().__init__(**kwargs)
-        self.deploy = deploy
-
-    def fused_weights(self) -> list[np.ndarray]:
-        """The weights of this layer's deploy form, in the order of that form's `weights`."""
-        raise NotImplementedError
-
-    def fuse(self) -> None:
-        """Switches this layer to its deploy form in place; outputs stay the same."""
-        if self.deploy:
-            return
-        if not self.built:
-            raise ValueError(f"Layer '{self.name}' must be built before it is fused.")
-        weights = self.fused_weights()
-        input_shape = self.get_build_config()["input_shape"]
-        self._tracker.unlock()
-        for attribute, value in list(vars(self).items()):
-            if isinstance(value, layers.Layer):
-                self._tracker.untrack(value)
-                delattr(self, attribute)
-        self.deploy = True
-        self.built = False
-        self.build(input_shape)
-        self.set_weights([np.asarray(w, dtype=v.dtype) for w, v in zip(weights, self.weights)])
-
-    def get_config(self) -> dict:
-        return {**super().get_config(), "deploy": self.deploy}
 
 
 @_register

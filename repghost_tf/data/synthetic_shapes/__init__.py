@@ -1,5 +1,5 @@
 """The built-in `synthetic_shapes` dataset: generated on the fly, no download."""
 
-from repghost_tf.datasets.synthetic_shapes.builder import CLASSES, SyntheticShapes, render_example
+from repghost_tf.data.synthetic_shapes.builder import CLASSES, SyntheticShapes, render_example
 
 __all__ = ["CLASSES", "SyntheticShapes", "render_example"]

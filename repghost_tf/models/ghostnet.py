@@ -11,14 +11,13 @@ from typing import Callable
 import keras
 from keras import layers
 
-from repghost_tf.applications import (
+from repghost_tf.models.applications import (
     check_arguments,
     image_input,
     load_weights_file,
     pool_features,
 )
-from repghost_tf.g_ghost import G_GHOST_MODELS
-from repghost_tf.layers import (
+from repghost_tf.models.layers import (
     REPARAM_BRANCHES,
     ConvBN,
     GhostBottleneck,
@@ -298,32 +297,3 @@ RepGhostNet050NoShortcut = _named(
 GhostNet050 = _named(GhostNet, 0.5, "GhostNet 0.5x")
 GhostNet100 = _named(GhostNet, 1.0, "GhostNet 1.0x")
 GhostNet130 = _named(GhostNet, 1.3, "GhostNet 1.3x")
-
-# Every named architecture, under the names of the official release and timm.
-MODELS: dict[str, Callable[..., keras.Model]] = {
-    "repghostnet_050": RepGhostNet050,
-    "repghostnet_058": RepGhostNet058,
-    "repghostnet_080": RepGhostNet080,
-    "repghostnet_100": RepGhostNet100,
-    "repghostnet_111": RepGhostNet111,
-    "repghostnet_130": RepGhostNet130,
-    "repghostnet_150": RepGhostNet150,
-    "repghostnet_200": RepGhostNet200,
-    "repghostnet_repid_050": RepGhostNet050RepIdentity,
-    "repghostnet_norep_050": RepGhostNet050NoReparam,
-    "repghostnet_wo_050": RepGhostNet050NoShortcut,
-    "ghostnet_050": GhostNet050,
-    "ghostnet_100": GhostNet100,
-    "ghostnet_130": GhostNet130,
-}
-
-
-MODELS.update(G_GHOST_MODELS)
-
-
-def create_model(model_name: str, **kwargs) -> keras.Model:
-    """Builds a model by its official name, e.g. "repghostnet_050", "ghostnet_100" or
-    "g_ghost_regnetx_032"."""
-    if model_name not in MODELS:
-        raise ValueError(f"Unknown model {model_name!r}; choose one of {', '.join(MODELS)}.")
-    return MODELS[model_name](**kwargs)

@@ -19,6 +19,8 @@ from typing import Iterable
 
 import numpy as np
 
+from repghost_tf.litert import interpreter_class
+
 RANGES = ("mse", "minmax")
 
 _BINS = 2048
@@ -92,8 +94,6 @@ class _Histogram:
 
 def _histograms(calibrated: bytes, images: Iterable[np.ndarray], recorded: dict) -> dict:
     """One histogram per ranged tensor, over all calibration images run through `calibrated`."""
-    from repghost_tf.tflite import interpreter_class
-
     with warnings.catch_warnings():
         # LiteRT warns that keeping every tensor is for debugging; reading them is the point.
         warnings.filterwarnings("ignore", ".*experimental_preserve_all_tensors")

@@ -1,13 +1,13 @@
 """Prints params and multiply-adds of a model, counted as in the paper.
 
-Usage: python -m repghost_tf.profile --model=repghostnet_050 [--deploy] [--image_size=224]
+Usage: python -m repghost_tf.count --model=repghostnet_050 [--deploy] [--image_size=224]
 """
 
 from absl import app, flags
 
-from repghost_tf.counting import profile
-from repghost_tf.deploy import fuse
-from repghost_tf.models import MODELS, create_model
+from repghost_tf.fusion import fuse
+from repghost_tf.models.counting import profile
+from repghost_tf.models.registry import MODELS, create_model
 
 _MODEL = flags.DEFINE_enum("model", "repghostnet_100", list(MODELS), "Architecture to count.")
 _DEPLOY = flags.DEFINE_boolean("deploy", False, "Count the fused deploy form.")

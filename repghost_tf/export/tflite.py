@@ -1,5 +1,5 @@
-"""Keras model -> TFLite flatbuffer (float32, float16, dynamic-range or full-int8), and the LiteRT
-interpreter that runs it.
+"""Keras model -> TFLite flatbuffer (float32, float16, dynamic-range or full-int8), and what is in
+a flatbuffer (its ops).
 
 Every export has a fixed batch of 1 and a fixed square input, and uses TFLite builtin ops only:
 a Flex (Select TF) op would need the TensorFlow runtime on the phone, so it fails the export.
@@ -7,10 +7,8 @@ a Flex (Select TF) op would need the TensorFlow runtime on the phone, so it fail
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
-import sys
 import warnings
 from collections import Counter
 from typing import Callable, Iterable, Iterator
@@ -19,7 +17,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from repghost_tf import calibration
+from repghost_tf import native_logs
+from repghost_tf.export import calibration
 
 QUANTIZATIONS = ("none", "float16", "dynamic", "int8")
 IO_TYPES = ("float32", "uint8", "int8")
@@ -58,7 +57,7 @@ def convert(
             calibration images span (uint8 input: scale 1, zero point 0, every camera pixel).
             None keeps the calibration images' own range.
         ranges: how "int8" sets activation ranges: "mse" (least rounding plus clipping error)
-            or "minmax" (the converter's own); see `repghost_tf.calibration`.
+            or "minmax" (the converter's own); see `repghost_tf.export.calibration`.
 
     Raises:
         ExportError: bad arguments, or an op with no TFLite builtin kernel.
@@ -77,7 +76,9 @@ def convert(
         raise ExportError("int8 quantization needs representative_data for calibration")
 
     try:
-        with quiet_converter():
+        with native_logs.silenced(), warnings.catch_warnings():
+            # The converter warns about its own int8-input bookkeeping on every int8 export.
+            warnings.filterwarnings("ignore", "Statistics for quantized inputs")
             converter = tf.lite.TFLiteConverter.from_keras_model(
                 fixed_input_model(model, image_size)
             )
@@ -186,62 +187,6 @@ def _operators(model_bytes_or_path: bytes | str | os.PathLike) -> Iterator[tuple
                 yield names[builtin], False
 
 
-def make_interpreter(model_path_or_bytes: bytes | str | os.PathLike, num_threads: int = 1):
-    """A LiteRT interpreter (XNNPACK by default) with tensors allocated; tflite_runtime's where
-    only it is installed."""
-    Interpreter = interpreter_class()
-    if isinstance(model_path_or_bytes, (bytes, bytearray)):
-        interpreter = Interpreter(model_content=bytes(model_path_or_bytes), num_threads=num_threads)
-    else:
-        interpreter = Interpreter(
-            model_path=os.fspath(model_path_or_bytes), num_threads=num_threads
-        )
-    interpreter.allocate_tensors()
-    return interpreter
-
-
-def interpreter_class() -> type:
-    """LiteRT's Interpreter, or tflite_runtime's where only it is installed."""
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-    except ImportError:
-        from tflite_runtime.interpreter import Interpreter
-    return Interpreter
-
-
-def run_interpreter(interpreter, images: np.ndarray) -> np.ndarray:
-    """Float outputs of a single-input, single-output interpreter for float pixel `images`,
-    one image at a time, quantizing inputs and dequantizing outputs as the model's types need."""
-    input_detail = interpreter.get_input_details()[0]
-    output_detail = interpreter.get_output_details()[0]
-    outputs = []
-    for image in np.asarray(images, np.float32):
-        interpreter.set_tensor(input_detail["index"], quantize_input(image[None], input_detail))
-        interpreter.invoke()
-        output = interpreter.get_tensor(output_detail["index"])
-        outputs.append(dequantize_output(output, output_detail))
-    return np.concatenate(outputs)
-
-
-def quantize_input(images: np.ndarray, detail: dict) -> np.ndarray:
-    """Float images in the model's input type: unchanged for float inputs, rounded and clipped
-    through (scale, zero point) for integer inputs."""
-    dtype = np.dtype(detail["dtype"])
-    if dtype.kind == "f":
-        return images.astype(dtype)
-    scale, zero_point = detail["quantization"]
-    info = np.iinfo(dtype)
-    return np.clip(np.round(images / scale + zero_point), info.min, info.max).astype(dtype)
-
-
-def dequantize_output(values: np.ndarray, detail: dict) -> np.ndarray:
-    """Integer outputs back to float through (scale, zero point); float outputs as they are."""
-    if np.dtype(detail["dtype"]).kind == "f":
-        return values.astype(np.float32)
-    scale, zero_point = detail["quantization"]
-    return (values.astype(np.float32) - zero_point) * scale
-
-
 def _read_bytes(model_bytes_or_path: bytes | str | os.PathLike) -> bytes:
     if isinstance(model_bytes_or_path, (bytes, bytearray)):
         return bytes(model_bytes_or_path)
@@ -256,25 +201,3 @@ def _schema():
     except ImportError:
         from tensorflow.lite.python import schema_py_generated
     return schema_py_generated
-
-
-@contextlib.contextmanager
-def quiet_converter():
-    """Silences the converter's chatter (Keras's export summary, MLIR logging) down to the file
-    descriptors; failures still surface as exceptions."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = [os.dup(1), os.dup(2)]
-    try:
-        with open(os.devnull, "w") as devnull:
-            for fd in (1, 2):
-                os.dup2(devnull.fileno(), fd)
-            with contextlib.redirect_stdout(devnull), contextlib.redirect_stderr(devnull), \
-                    warnings.catch_warnings():
-                # The converter warns about its own int8-input bookkeeping on every int8 export.
-                warnings.filterwarnings("ignore", "Statistics for quantized inputs")
-                yield
-    finally:
-        for fd, original in zip((1, 2), saved):
-            os.dup2(original, fd)
-            os.close(original)

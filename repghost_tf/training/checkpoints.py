@@ -16,17 +16,16 @@ import tensorflow as tf
 
 from repghost_tf.atomic_files import write_atomically, write_json
 
-CHECKPOINT_DIR = "checkpoints"
 STATE_FILE = "state.json"
 KEEP_CHECKPOINTS = 2
 
 
 class Checkpoints:
-    """Per-epoch training checkpoints under <output_dir>/checkpoints, with a state.json that
-    names the newest complete one; only checkpoints it names are ever restored."""
+    """Per-epoch training checkpoints in `directory`, with a state.json that names the newest
+    complete one; only checkpoints it names are ever restored."""
 
-    def __init__(self, output_dir: str, is_chief: bool, **trackables):
-        self.directory = os.path.join(output_dir, CHECKPOINT_DIR)
+    def __init__(self, directory: str, is_chief: bool, **trackables):
+        self.directory = directory
         self.is_chief = is_chief
         self.checkpoint = tf.train.Checkpoint(**trackables)
 

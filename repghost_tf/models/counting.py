@@ -8,7 +8,7 @@ import math
 import keras
 import tensorflow as tf
 
-from repghost_tf.layers import walk_layers
+from repghost_tf.fusion import walk_layers
 
 _COUNTED_LAYERS = (
     keras.layers.Conv2D,

@@ -1,0 +1,172 @@
+"""Datasets: any TFDS image-classification dataset, a folder of class sub-folders, or the
+built-in `synthetic_shapes`, as batches of (float32 RGB in [0, 255], int32 label); the models
+normalise pixels themselves. Preprocessing is in `repghost_tf.data.preprocessing`.
+"""
+
+from __future__ import annotations
+
+import os
+
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from repghost_tf.data import synthetic_shapes  # noqa: F401  (registers the built-in builder with TFDS)
+from repghost_tf.data.preprocessing import Augmentation, TrainPreprocessing, eval_image
+
+BUILTIN_DATASET = "synthetic_shapes"
+FOLDER_PREFIX = "folder:"
+IMAGENET = "imagenet2012"
+IMAGENET_MANUAL_FILES = ("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar")
+# Splits of builders whose metadata may not be on disk yet (e.g. under tfds.testing.mock_data).
+_KNOWN_SPLITS = {IMAGENET: {"train", "validation", "test"}}
+
+
+class DatasetError(ValueError):
+    """A dataset that cannot be used as asked; the message says what to do."""
+
+
+def builder(name: str, data_dir: str | None = None) -> tfds.core.DatasetBuilder:
+    """The TFDS builder behind a dataset name, "folder:/path" included."""
+    if name.startswith(FOLDER_PREFIX):
+        root = name[len(FOLDER_PREFIX):]
+        if not os.path.isdir(root):
+            raise DatasetError(f"{name}: {root} is not a directory.")
+        return tfds.ImageFolder(root)
+    try:
+        return tfds.builder(name, data_dir=data_dir)
+    except tfds.core.registered.DatasetNotFoundError as error:
+        raise DatasetError(
+            f"Unknown dataset {name!r}: give a TFDS name (e.g. {BUILTIN_DATASET}, imagenet2012, "
+            f"imagenette, tf_flowers) or {FOLDER_PREFIX}/path/to/images."
+        ) from error
+
+
+def check_dataset(name: str, data_dir: str | None = None, manual_dir: str | None = None) -> None:
+    """Raises DatasetError, with what to do, when `name` cannot be prepared or is no classifier."""
+    source = builder(name, data_dir)
+    features = source.info.features
+    if not ("image" in features and "label" in features
+            and isinstance(features["label"], tfds.features.ClassLabel)):
+        raise DatasetError(f"{name} is not an image classification dataset (image and label).")
+    if name == IMAGENET and not _is_prepared(source):
+        manual = manual_dir or os.path.join(source.data_dir_root, "downloads", "manual")
+        missing = [f for f in IMAGENET_MANUAL_FILES if not os.path.isfile(os.path.join(manual, f))]
+        if missing:
+            raise DatasetError(
+                f"imagenet2012 needs {' and '.join(IMAGENET_MANUAL_FILES)} from image-net.org in "
+                f"{manual} (or pass --manual_dir); missing: {', '.join(missing)}."
+            )
+
+
+def _is_prepared(source: tfds.core.DatasetBuilder) -> bool:
+    return isinstance(source, tfds.ImageFolder) or source.is_prepared()
+
+
+def prepare(name: str, data_dir: str | None = None, manual_dir: str | None = None):
+    """Checks the dataset, then downloads/generates it unless already done; returns its builder."""
+    check_dataset(name, data_dir, manual_dir)
+    source = builder(name, data_dir)
+    if not _is_prepared(source):
+        source.download_and_prepare(
+            download_config=tfds.download.DownloadConfig(manual_dir=manual_dir)
+        )
+    return source
+
+
+def num_classes(name: str, data_dir: str | None = None) -> int:
+    """Number of classes of a dataset, read from its metadata."""
+    return builder(name, data_dir).info.features["label"].num_classes
+
+
+def num_examples(name: str, split: str, data_dir: str | None = None) -> int:
+    """Examples in `split`, sub-splits like "train[:90%]" included; 0 without split metadata."""
+    splits = builder(name, data_dir).info.splits
+    return splits[split].num_examples if splits.keys() else 0
+
+
+def default_splits(name: str, data_dir: str | None = None) -> tuple[str, str, str | None]:
+    """(train, validation, test) split names for a dataset; test is None when there is none.
+
+    The validation split picks the best model; the test split is scored once at the end.
+    imagenet2012's test split has no labels, so its validation split is its test split.
+    """
+    splits = set(builder(name, data_dir).info.splits.keys()) or _KNOWN_SPLITS.get(name, set())
+    if "train" not in splits:
+        raise DatasetError(f"{name} has no train split (it has {', '.join(sorted(splits))}).")
+    evaluation = [s for s in ("validation", "val", "test") if s in splits]
+    if not evaluation:
+        if name.startswith(FOLDER_PREFIX):
+            raise DatasetError(
+                f"{name} needs a val/ (or test/) sub-folder next to train/, each holding one "
+                "sub-folder per class."
+            )
+        return "train[:90%]", "train[90%:]", None
+    test = None if name == IMAGENET else evaluation[-1]
+    return "train", evaluation[0], test if test != evaluation[0] else None
+
+
+def make_dataset(
+    name: str,
+    split: str,
+    *,
+    image_size: int,
+    batch_size: int,
+    training: bool,
+    data_dir: str | None = None,
+    manual_dir: str | None = None,
+    augmentation: Augmentation | None = None,
+    input_context: tf.distribute.InputContext | None = None,
+    shuffle_buffer: int = 10_000,
+    seed: int | None = None,
+    repeat: bool = False,
+) -> tf.data.Dataset:
+    """Batches of (float32 images in [0, 255], int32 labels) from `split` of dataset `name`.
+
+    training=True: shuffled, repeated forever, augmented, non-deterministic order, full batches.
+    training=False: one pass in order, resized to image_size / 0.875 and centre-cropped;
+    repeat=True makes that pass endless in full batches, for evaluation under tf.distribute,
+    whose caller bounds it with a step count (Keras mis-counts metrics at the end of a finite
+    distributed dataset).
+    With `input_context` (tf.distribute), the dataset is this input pipeline's shard.
+    """
+    source = prepare(name, data_dir, manual_dir)
+    pipelines = input_context.num_input_pipelines if input_context else 1
+    shard_files = pipelines > 1 and _num_shards(source, split) >= pipelines
+    read_config = tfds.ReadConfig(
+        shuffle_seed=seed,
+        input_context=input_context if shard_files else None,
+    )
+    dataset = source.as_dataset(
+        split=split,
+        shuffle_files=training,
+        decoders={"image": tfds.decode.SkipDecoding()},
+        read_config=read_config,
+        as_supervised=False,
+    )
+    if pipelines > 1 and not shard_files:
+        dataset = dataset.shard(pipelines, input_context.input_pipeline_id)
+    dataset = dataset.map(lambda example: (example["image"], example["label"]))
+
+    if training:
+        preprocess = TrainPreprocessing(image_size, augmentation or Augmentation())
+        dataset = dataset.shuffle(shuffle_buffer, seed=seed).repeat()
+        dataset = dataset.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
+        dataset = dataset.batch(batch_size, drop_remainder=True)
+    else:
+        dataset = dataset.map(
+            lambda encoded, label: (eval_image(encoded, image_size), tf.cast(label, tf.int32)),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+        if repeat:
+            dataset = dataset.repeat()
+        dataset = dataset.batch(batch_size, drop_remainder=repeat)
+    options = tf.data.Options()
+    options.deterministic = not training
+    return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+
+def _num_shards(source: tfds.core.DatasetBuilder, split: str) -> int:
+    try:
+        return len(source.info.splits[split].file_instructions)
+    except (KeyError, ValueError, TypeError):
+        return 1

@@ -1,0 +1,79 @@
+"""Re-parameterization of whole models: the training form in, the BatchNorm-free deploy form out.
+
+Every layer that holds a conv+BatchNorm pair is a `FusableLayer` with a `deploy` flag. Each layer
+computes its own deploy-form weights (`fused_weights`, with the arithmetic of `folding`); this
+module flips the flag in a model's config and copies the weights across, in either direction.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Iterator
+
+import keras
+import numpy as np
+
+
+class FusableLayer(keras.layers.Layer):
+    """A layer with a training form and a BatchNorm-free deploy form, chosen by `deploy`."""
+
+    def __init__(self, deploy: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        self.deploy = deploy
+
+    def fused_weights(self) -> list[np.ndarray]:
+        """The weights of this layer's deploy form, in the order of that form's `weights`."""
+        raise NotImplementedError
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "deploy": self.deploy}
+
+
+def walk_layers(layer: keras.layers.Layer) -> Iterator[keras.layers.Layer]:
+    """Yields every layer nested in `layer` (a model or a layer), depth first, in build order."""
+    children = layer.layers if isinstance(layer, keras.Model) else layer._layers
+    for child in children:
+        yield child
+        yield from walk_layers(child)
+
+
+def is_fused(model: keras.Model) -> bool:
+    """True when no layer of `model`, nested models and layers included, is in training form."""
+    return not any(
+        isinstance(layer, FusableLayer) and not layer.deploy for layer in walk_layers(model)
+    )
+
+
+def with_deploy(model: keras.Model, deploy: bool) -> keras.Model:
+    """A new, untrained model built from `model`'s config with every `deploy` flag set to
+    `deploy`: the other form of the same architecture."""
+    config = copy.deepcopy(model.get_config())
+    for layer_config in config["layers"]:
+        layer_class = keras.saving.get_registered_object(layer_config.get("registered_name"))
+        if isinstance(layer_class, type) and issubclass(layer_class, FusableLayer):
+            layer_config["config"]["deploy"] = deploy
+    return model.__class__.from_config(config)
+
+
+def fuse(model: keras.Model) -> keras.Model:
+    """Returns the deploy form of `model`: same outputs, no BatchNorm, no re-parameterization
+    branch; `model` itself is left untouched (an already fused model is returned as it is).
+
+    Raises ValueError when `model` nests fusable layers inside an inner model, which its config
+    flip cannot reach.
+    """
+    if is_fused(model):
+        return model
+    deployed = with_deploy(model, deploy=True)
+    if not is_fused(deployed):
+        raise ValueError(
+            f"model {model.name!r} nests RepGhost layers inside another model; fuse the inner "
+            "model instead"
+        )
+    for layer in model.layers:
+        target = deployed.get_layer(layer.name)
+        if isinstance(layer, FusableLayer):
+            target.set_weights(layer.fused_weights())
+        else:
+            target.set_weights(layer.get_weights())
+    return deployed

@@ -1,0 +1,118 @@
+"""The run directory: what training writes and what export and the benchmarks read.
+
+    runs/LATEST                  path of the newest finished run
+    runs/<model>/best.keras      EMA weights of the best validation epoch (training form)
+                 deploy.keras    best.keras fused: the model to export
+                 last.keras      EMA weights of the last epoch; last_raw.keras: raw weights
+                 summary.json    `RunSummary`
+                 checkpoints/    per-epoch training state (repghost_tf.training.checkpoints)
+                 logs/           TensorBoard
+
+Every file is written atomically (`repghost_tf.atomic_files`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+from repghost_tf.atomic_files import write_json, write_text
+
+BEST_MODEL = "best.keras"
+DEPLOY_MODEL = "deploy.keras"
+LAST_MODEL = "last.keras"
+LAST_RAW_MODEL = "last_raw.keras"
+SUMMARY = "summary.json"
+CHECKPOINTS = "checkpoints"
+LOGS = "logs"
+RUNS_DIR = "runs"
+LATEST = "LATEST"
+
+
+class RunError(ValueError):
+    """A run directory that cannot be read as asked; the message (one line) says why."""
+
+
+@dataclasses.dataclass
+class RunSummary:
+    """summary.json: what a finished run was and how it scored."""
+
+    model: str
+    dataset: str
+    image_size: int
+    epochs: int = 0
+    step: int = 0
+    best_epoch: int = 0
+    best_val_ema_top1: float = -1.0
+    history: list[dict] = dataclasses.field(default_factory=list)
+    trainable_weights_sha256: str = ""
+    test_top1: float | None = None
+    test_top5: float | None = None
+
+    def write(self, run_dir: str, *, publish: bool = True) -> None:
+        write_json(os.path.join(run_dir, SUMMARY), dataclasses.asdict(self), publish=publish)
+
+    @classmethod
+    def read(cls, run_dir: str) -> RunSummary | None:
+        """The run's summary; None when it has none. Raises RunError for an unreadable one."""
+        path = os.path.join(run_dir, SUMMARY)
+        if not os.path.isfile(path):
+            return None
+        try:
+            with open(path, encoding="utf-8") as file:
+                fields = json.load(file)
+            known = {f.name for f in dataclasses.fields(cls)}
+            return cls(**{k: v for k, v in fields.items() if k in known})
+        except (OSError, ValueError, TypeError) as error:
+            raise RunError(f"cannot read {path}: {error}") from error
+
+
+def default_run_dir(model_name: str) -> str:
+    return os.path.join(RUNS_DIR, model_name)
+
+
+def default_latest_file() -> str:
+    return os.path.join(RUNS_DIR, LATEST)
+
+
+def write_latest(latest_file: str, run_dir: str, *, publish: bool = True) -> None:
+    """Points `latest_file` at `run_dir`, as an absolute path."""
+    write_text(latest_file, os.path.abspath(run_dir) + "\n", publish=publish)
+
+
+def model_to_export(run_dir: str) -> str | None:
+    """The run's deploy.keras, else its best.keras; None when it has neither."""
+    for name in (DEPLOY_MODEL, BEST_MODEL):
+        path = os.path.join(run_dir, name)
+        if os.path.isfile(path):
+            return path
+    return None
+
+
+def latest_model(runs_dir: str, hint: str) -> str:
+    """The model to export of the run that `runs_dir`/LATEST names. A relative path in LATEST is
+    taken from the working directory, else from the project (the parent of `runs_dir`).
+
+    Raises RunError, ending with `hint`, when there is none.
+    """
+    latest = os.path.join(runs_dir, LATEST)
+    if not os.path.isfile(latest):
+        raise RunError(f"no trained model: {latest} does not exist; {hint}")
+    with open(latest, encoding="utf-8") as file:
+        run_dir = file.read().strip()
+    project = os.path.dirname(os.path.abspath(runs_dir))
+    for directory in (run_dir, os.path.join(project, run_dir)):
+        path = model_to_export(directory)
+        if path:
+            return path
+    raise RunError(
+        f"{latest} names {run_dir!r}, which holds no {DEPLOY_MODEL} or {BEST_MODEL}; {hint}"
+    )
+
+
+def summary_of_model(model_path: str | None) -> RunSummary | None:
+    """The summary of the run a model file belongs to (the summary.json beside it), if any."""
+    if not model_path:
+        return None
+    return RunSummary.read(os.path.dirname(os.path.abspath(model_path)))

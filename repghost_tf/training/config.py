@@ -1,0 +1,126 @@
+"""A training run's settings: `TrainConfig`, the per-dataset recipe defaults, and validation."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from repghost_tf import data, runs
+from repghost_tf.models.registry import UnknownModelError, resolve
+from repghost_tf.training.distribute import tf_config_workers
+
+DTYPES = ("float32", "mixed_float16", "mixed_bfloat16")
+STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker", "tpu")
+# The learning rate is given per this many images and scaled linearly with the global batch.
+LR_REFERENCE_BATCH = 1024
+# The built-in dataset's short schedule, in place of the paper's 300 ImageNet epochs. The
+# regularisation meant for ImageNet is off: in about 1,250 steps it only slows learning.
+BUILTIN_RECIPE = dict(
+    image_size=48, batch_size=64, epochs=8, warmup_epochs=1.0, base_lr=3.2, min_crop_scale=1.0,
+    color_jitter=0.0, random_erasing=0.0, label_smoothing=0.0, dropout=0.0,
+)
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """One training run; the defaults are the paper's recipe for RepGhostNet 1.0x."""
+
+    model: str = "repghostnet_100"
+    dataset: str = data.BUILTIN_DATASET
+    data_dir: str | None = None
+    manual_dir: str | None = None
+    output_dir: str | None = None
+    latest_file: str = runs.default_latest_file()
+    image_size: int = 224
+    batch_size: int = 128
+    epochs: int = 300
+    steps_per_epoch: int = 0
+    base_lr: float = 0.6
+    warmup_epochs: float = 5.0
+    warmup_lr: float = 1e-4
+    min_lr: float = 1e-5
+    momentum: float = 0.9
+    weight_decay: float = 1e-5
+    label_smoothing: float = 0.1
+    dropout: float = 0.2
+    ema_decay: float = 0.9999
+    randaugment: bool | None = None
+    randaugment_magnitude: float = 9.0
+    randaugment_std: float = 0.5
+    min_crop_scale: float = 0.08
+    color_jitter: float = 0.4
+    random_erasing: float = 0.2
+    dtype: str = "float32"
+    xla: bool = False
+    strategy: str = "auto"
+    tpu: str = ""
+    logical_cpus: int = 0
+    resume: bool | None = None
+    seed: int = 0
+    shuffle_buffer: int = 10_000
+    verbose: int = 1
+
+    def resolved_output_dir(self) -> str:
+        return self.output_dir or runs.default_run_dir(self.model)
+
+
+class ConfigError(ValueError):
+    """A setting the run cannot use; the message (one line) says which and why."""
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN; the last good checkpoint is kept."""
+
+
+def recipe(dataset: str) -> dict:
+    """The settings in which `dataset`'s default recipe differs from TrainConfig's (the paper's)."""
+    return dict(BUILTIN_RECIPE) if dataset.split("/")[0] == data.BUILTIN_DATASET else {}
+
+
+def augmentation(config: TrainConfig) -> data.Augmentation:
+    """The training augmentation of `config`; RandAugment by default where the paper used it."""
+    randaugment = config.randaugment
+    if randaugment is None:
+        randaugment = resolve(config.model).randaugment
+    return data.Augmentation(
+        min_crop_scale=config.min_crop_scale,
+        color_jitter=config.color_jitter,
+        randaugment_magnitude=config.randaugment_magnitude if randaugment else 0.0,
+        randaugment_std=config.randaugment_std,
+        random_erasing=config.random_erasing,
+    )
+
+
+def validate(config: TrainConfig) -> None:
+    """Raises ConfigError (one line) for any invalid setting, before any work starts."""
+    try:
+        resolve(config.model)
+    except UnknownModelError as error:
+        raise ConfigError(str(error)) from error
+    if config.dtype not in DTYPES:
+        raise ConfigError(f"--dtype must be one of {', '.join(DTYPES)}, got {config.dtype!r}.")
+    if config.strategy not in STRATEGIES:
+        raise ConfigError(
+            f"--strategy must be one of {', '.join(STRATEGIES)}, got {config.strategy!r}."
+        )
+    if config.strategy == "multi_worker" and not tf_config_workers():
+        raise ConfigError("--strategy=multi_worker needs TF_CONFIG with a cluster (see README).")
+    if config.strategy == "tpu" and config.dtype == "mixed_float16":
+        raise ConfigError("TPUs train in --dtype=mixed_bfloat16 (or float32), not mixed_float16.")
+    if config.logical_cpus and config.strategy in ("multi_worker", "tpu"):
+        raise ConfigError("--logical_cpus only applies to --strategy=auto|one_device|mirrored.")
+    if config.image_size < 32:
+        raise ConfigError(f"--image_size must be at least 32, got {config.image_size}.")
+    if not 0 <= config.ema_decay < 1:
+        raise ConfigError(f"--ema_decay must be in [0, 1), got {config.ema_decay}.")
+    if not 0 < config.min_crop_scale <= 1:
+        raise ConfigError(f"--min_crop_scale must be in (0, 1], got {config.min_crop_scale}.")
+    if config.warmup_epochs >= config.epochs:
+        raise ConfigError("--warmup_epochs must be smaller than --epochs.")
+    positive = ("batch_size", "epochs", "base_lr")
+    for name in positive:
+        if getattr(config, name) <= 0:
+            raise ConfigError(f"--{name} must be positive, got {getattr(config, name)}.")
+    try:
+        data.check_dataset(config.dataset, config.data_dir, config.manual_dir)
+    except data.DatasetError as error:
+        raise ConfigError(str(error)) from error

@@ -1,0 +1,147 @@
+"""The optimisation pieces of the paper's recipe: the warmed-up cosine learning rate, and a
+Keras model that trains a network while keeping an EMA of its weights."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+
+@keras.saving.register_keras_serializable(package="repghost_tf")
+class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warm-up from `warmup_lr` to `peak_lr`, then cosine to `min_lr` at `total_steps`."""
+
+    def __init__(
+        self, peak_lr: float, total_steps: int, warmup_steps: int, warmup_lr: float, min_lr: float
+    ):
+        self.peak_lr = peak_lr
+        self.total_steps = total_steps
+        self.warmup_steps = warmup_steps
+        self.warmup_lr = warmup_lr
+        self.min_lr = min_lr
+
+    def __call__(self, step):
+        step = tf.cast(step, tf.float32)
+        warmup = max(self.warmup_steps, 1)
+        warm = self.warmup_lr + (self.peak_lr - self.warmup_lr) * step / warmup
+        progress = tf.clip_by_value(
+            (step - self.warmup_steps) / max(self.total_steps - self.warmup_steps, 1), 0.0, 1.0
+        )
+        cosine = self.min_lr + 0.5 * (self.peak_lr - self.min_lr) * (1 + tf.cos(math.pi * progress))
+        return tf.where(step < self.warmup_steps, warm, cosine)
+
+    def get_config(self) -> dict:
+        return {
+            "peak_lr": self.peak_lr,
+            "total_steps": self.total_steps,
+            "warmup_steps": self.warmup_steps,
+            "warmup_lr": self.warmup_lr,
+            "min_lr": self.min_lr,
+        }
+
+
+class EmaClassifier(keras.Model):
+    """Trains `network` and keeps `ema_network` as an exponential moving average of all its
+    weights (BatchNorm statistics included); evaluation reports both, the EMA as `ema_*`.
+
+    The EMA decay warms up as min(decay, (1 + step) / (10 + step)), so short runs get a useful
+    average while long ones reach the full decay. Weight decay is PyTorch-style L2 (added to the
+    gradient, so momentum sees it) on kernels only: BatchNorm parameters and biases are exempt.
+    """
+
+    def __init__(self, network: keras.Model, ema_network: keras.Model, *, classes: int,
+                 ema_decay: float, weight_decay: float, label_smoothing: float,
+                 multi_worker: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        self.multi_worker = multi_worker
+        self.network = network
+        self.ema_network = ema_network
+        self.ema_network.trainable = False
+        self.classes = classes
+        self.ema_decay = ema_decay
+        self.weight_decay = weight_decay
+        self.cross_entropy = keras.losses.CategoricalCrossentropy(
+            from_logits=True, label_smoothing=label_smoothing
+        )
+        top_k = min(5, classes)
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.top1 = keras.metrics.SparseTopKCategoricalAccuracy(1, name="top1")
+        self.top5 = keras.metrics.SparseTopKCategoricalAccuracy(top_k, name="top5")
+        self.ema_loss_tracker = keras.metrics.Mean(name="ema_loss")
+        self.ema_top1 = keras.metrics.SparseTopKCategoricalAccuracy(1, name="ema_top1")
+        self.ema_top5 = keras.metrics.SparseTopKCategoricalAccuracy(top_k, name="ema_top5")
+        self.built = True
+
+    def call(self, images, training=False):
+        return self.network(images, training=training)
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        """Skipped: both networks are built already, and Keras's symbolic build all-reduces a
+        data batch, which fails under MultiWorkerMirroredStrategy."""
+
+    def _loss(self, labels, logits):
+        """Label-smoothed cross-entropy, scaled by Keras for the number of replicas."""
+        return self.cross_entropy(tf.one_hot(labels, self.classes), tf.cast(logits, tf.float32))
+
+    def train_step(self, batch):
+        images, labels = batch
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        decayed = [v for v in self.network.trainable_weights if len(v.shape) > 1]
+        with tf.GradientTape() as tape:
+            logits = self.network(images, training=True)
+            loss = self._loss(labels, logits)
+            l2 = tf.add_n([tf.reduce_sum(tf.square(tf.cast(v, tf.float32))) for v in decayed])
+            total = loss + 0.5 * self.weight_decay * l2 / replicas
+            scaled = self.optimizer.scale_loss(total)
+        gradients = tape.gradient(scaled, self.network.trainable_weights)
+        self.optimizer.apply(gradients, self.network.trainable_weights)
+        tf.distribute.get_replica_context().merge_call(self._update_ema)
+        self.loss_tracker.update_state(loss * replicas)
+        self.top1.update_state(labels, logits)
+        self.top5.update_state(labels, logits)
+        return self._outputs((self.loss_tracker, self.top1, self.top5))
+
+    def _update_ema(self, strategy: tf.distribute.Strategy) -> None:
+        step = tf.cast(self.optimizer.iterations, tf.float32)
+        decay = tf.minimum(self.ema_decay, (1.0 + step) / (10.0 + step))
+
+        def update(average, value):
+            return average.assign(decay * average + (1.0 - decay) * tf.cast(value, average.dtype))
+
+        for average, value in zip(self.ema_network.weights, self.network.weights):
+            strategy.extended.update(average.value, update, args=(value.value,), group=False)
+
+    def test_step(self, batch):
+        images, labels = batch
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        logits = self.network(images, training=False)
+        ema_logits = self.ema_network(images, training=False)
+        self.loss_tracker.update_state(self._loss(labels, logits) * replicas)
+        self.ema_loss_tracker.update_state(self._loss(labels, ema_logits) * replicas)
+        for metric, predictions in ((self.top1, logits), (self.top5, logits),
+                                    (self.ema_top1, ema_logits), (self.ema_top5, ema_logits)):
+            metric.update_state(labels, predictions)
+        return self._outputs(self.metrics)
+
+    def _outputs(self, metrics) -> dict:
+        """Metric results; of shape [1] under multi-worker training, where Keras mean-reduces
+        step outputs along axis 0 (scalars would fail there)."""
+        if self.multi_worker:
+            return {m.name: tf.reshape(m.result(), [1]) for m in metrics}
+        return {m.name: m.result() for m in metrics}
+
+
+def weights_fingerprint(model: keras.Model) -> str:
+    """sha256 of the trainable weights: equal on workers that ended with the same model.
+
+    BatchNorm running statistics are left out: each worker averages its own batches (as with
+    PyTorch DDP without SyncBatchNorm); the chief's are the ones saved.
+    """
+    digest = hashlib.sha256()
+    for weight in model.trainable_weights:
+        digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(weight)).tobytes())
+    return digest.hexdigest()
