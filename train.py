@@ -143,6 +143,11 @@ flags.DEFINE_bool(
     "--noresume: delete existing checkpoints and start over.",
 )
 flags.DEFINE_integer("seed", DEFAULTS.seed, "Random seed.")
+flags.DEFINE_bool(
+    "deterministic", DEFAULTS.deterministic,
+    "Repeatable training: TensorFlow's deterministic ops and a seeded, ordered input pipeline "
+    "give the same weights on every run of the same command on the same machine (slower).",
+)
 flags.DEFINE_integer("shuffle_buffer", DEFAULTS.shuffle_buffer, "Shuffle buffer, in images.")
 flags.DEFINE_integer(
     "verbose", DEFAULTS.verbose,

@@ -51,12 +51,10 @@ def keras_images_per_second() -> float:
     import numpy as np
     import tensorflow as tf
 
-    from repghost_tf.models.ghostnet import width_tag
-    from repghost_tf.models.registry import create_model
+    from repghost_tf.models.registry import resolve
 
     keras.config.set_dtype_policy(FLAGS.dtype)
-    model = create_model(
-        f"repghostnet_{width_tag(FLAGS.width)}",
+    model = resolve(width=FLAGS.width)(
         input_shape=(FLAGS.image_size, FLAGS.image_size, 3),
         classifier_activation=None,
     )
@@ -94,7 +92,9 @@ class StepClock(keras.callbacks.Callback):
 
 def torch_images_per_second() -> float:
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = timm.create_model(f"repghostnet_{round(FLAGS.width * 100):03d}", num_classes=1000)
+    from repghost_tf.models.registry import resolve
+
+    model = timm.create_model(resolve(width=FLAGS.width).name, num_classes=1000)
     model.to(device).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     images = torch.rand(FLAGS.batch_size, 3, FLAGS.image_size, FLAGS.image_size, device=device)

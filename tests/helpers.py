@@ -1,6 +1,10 @@
-"""Shared test utilities: random BatchNorm statistics, relative error, torch reference models."""
+"""Shared test utilities: random BatchNorm statistics, relative error, torch reference models,
+and the environment of a command line run as a user runs it."""
 
 from __future__ import annotations
+
+import os
+import re
 
 import keras
 import numpy as np
@@ -127,3 +131,17 @@ def write_torch_checkpoint(path, form: str, model, ema_model=None):
         save_file(model.state_dict(), str(path))
         return model
     raise ValueError(f"unknown checkpoint form {form!r}")
+
+
+_NATIVE_LOG_LINE = re.compile(r"^([IWEF]\d{4} \d|WARNING: All log messages before absl::|INFO: )", re.M)
+
+
+def user_environment(**extra: str) -> dict:
+    """os.environ without the tests' TF_CPP_MIN_LOG_LEVEL: the command line's own default applies."""
+    environment = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    return {**environment, **extra}
+
+
+def native_log_lines(stderr: str) -> list[str]:
+    """The TensorFlow / LiteRT C++ log lines in a command's stderr."""
+    return [match.group(0) for match in _NATIVE_LOG_LINE.finditer(stderr)]

@@ -13,8 +13,9 @@ import tensorflow as tf
 
 import repghost_tf
 from repghost_tf import litert, runs
-from repghost_tf.export import pipeline as tflite_export, tflite
-from helpers import randomize_batchnorms, random_images, relative_error
+from repghost_tf.export import pipeline
+from repghost_tf.export import tflite
+from helpers import randomize_batchnorms, random_images, relative_error, user_environment
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -176,21 +177,21 @@ def test_export_refuses_and_writes_nothing(tmp_path, kind, message):
     path = tmp_path / "model.keras"
     _unexportable(kind).save(path)
     output_dir = tmp_path / "out"
-    options = tflite_export.ExportOptions(
+    options = pipeline.ExportOptions(
         model=str(path), image_size=32, verify=False, output_dir=str(output_dir)
     )
     with pytest.raises(tflite.ExportError, match=message):
-        tflite_export.export(options, log=lambda line: None)
+        pipeline.export(options, log=lambda line: None)
     assert not output_dir.exists()
 
 
 def test_export_rejects_unknown_quantization_and_conflicting_sources(tmp_path):
     with pytest.raises(tflite.ExportError, match="unknown --quantize 'int4'"):
-        tflite_export.export(tflite_export.ExportOptions(width=0.5, quantize=("none", "int4")))
+        pipeline.export(pipeline.ExportOptions(width=0.5, quantize=("none", "int4")))
     with pytest.raises(tflite.ExportError, match="one of --model and --width"):
-        tflite_export.export(tflite_export.ExportOptions(model="x.keras", width=0.5))
+        pipeline.export(pipeline.ExportOptions(model="x.keras", width=0.5))
     with pytest.raises(tflite.ExportError, match="train one first"):
-        tflite_export.export(tflite_export.ExportOptions(runs_dir=str(tmp_path / "runs")))
+        pipeline.export(pipeline.ExportOptions(runs_dir=str(tmp_path / "runs")))
 
 
 def test_latest_model_follows_latest_to_the_deploy_form_first(tmp_path, monkeypatch):
@@ -210,11 +211,11 @@ def test_latest_model_follows_latest_to_the_deploy_form_first(tmp_path, monkeypa
 
 def test_export_builds_a_model_name_with_random_weights(tmp_path):
     for name in repghost_tf.MODELS:  # every family; no file of that name in the working directory
-        assert tflite_export.find_model(tflite_export.ExportOptions(model=name)) is None
-    options = tflite_export.ExportOptions(
+        assert pipeline.find_model(pipeline.ExportOptions(model=name)) is None
+    options = pipeline.ExportOptions(
         model="g_ghost_regnetx_002", image_size=64, verify=False, output_dir=str(tmp_path)
     )
-    written = tflite_export.export(options, log=lambda line: None)
+    written = pipeline.export(options, log=lambda line: None)
     assert sorted(os.path.basename(path) for path in written) == [
         "g_ghost_regnetx_002_float32.json", "g_ghost_regnetx_002_float32.tflite"
     ]
@@ -240,12 +241,13 @@ def test_cli_fails_with_one_line(tmp_path, problem):
     result = subprocess.run(
         [sys.executable, os.path.join(REPO, "export_tflite.py"), *arguments],
         cwd=tmp_path, capture_output=True, text=True, timeout=300,
-        env={**os.environ, "PYTHONPATH": REPO},
+        env=user_environment(PYTHONPATH=REPO),
     )
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
-    assert lines[-1].startswith("export_tflite.py: error: "), result.stderr
-    assert "Traceback" not in result.stderr
+    assert len(lines) == 1 and lines[0].startswith("export_tflite.py: error: "), result.stderr
+    if problem == "corrupt":
+        assert "is not a .keras model" in lines[0]
     if problem == "unknown_name":
         assert lines[-1] == (
             "export_tflite.py: error: --model=repghostnet_999 is neither a file nor a model "

@@ -12,7 +12,6 @@ import pytest
 import repghost_tf
 from helpers import assert_fusion_is_exact, randomize_batchnorms, random_images, relative_error
 from repghost_tf.models.g_ghost import (
-    G_GHOST_MODELS,
     GGhostRegNetX,
     GGhostRegNetX002,
     GGhostStage,
@@ -199,7 +198,7 @@ def _ref_model(images, sd, depths, widths, group_width):
 @pytest.mark.parametrize("variant", list(OFFICIAL))
 def test_counts_match_official(variant):
     *_, params, macs = OFFICIAL[variant]
-    model = G_GHOST_MODELS[f"g_ghost_regnetx_{variant}"]()
+    model = repghost_tf.create_model(f"g_ghost_regnetx_{variant}")
     counted = repghost_tf.profile(model, image_size=224)
     assert (counted.params, counted.macs) == (params, macs)
 
@@ -328,7 +327,8 @@ def test_layer_names_and_arguments():
     assert isinstance(model.get_layer("layer3"), GGhostStage)
     assert isinstance(model.get_layer("layer2.0"), XBlock)  # depth 1: a plain stage
     assert isinstance(model.get_layer("layer4"), GGhostStage)
-    assert sorted(G_GHOST_MODELS) == sorted(f"g_ghost_regnetx_{v}" for v in OFFICIAL)
+    g_ghost = [name for name, spec in repghost_tf.MODELS.items() if spec.family == "g_ghost_regnetx"]
+    assert sorted(g_ghost) == sorted(f"g_ghost_regnetx_{v}" for v in OFFICIAL)
     with pytest.raises(ValueError, match="variant"):
         GGhostRegNetX("033")
     with pytest.raises(ValueError, match="pyramid_outputs"):

@@ -23,6 +23,7 @@ from repghost_tf import data
 from repghost_tf.training import ConfigError, TrainConfig, TrainingDiverged, train, validate
 
 from conftest import TINY, TINY_RUN, TINY_RUN_GROUP  # noqa: E402
+from helpers import native_log_lines, user_environment
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHANCE = 0.25  # the tiny set has four classes
@@ -41,7 +42,7 @@ def _train_command(output_dir: str, data_dir: str, **overrides) -> list[str]:
 
 
 def _env(**extra) -> dict:
-    return {**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "2", **extra}
+    return user_environment(PYTHONPATH=ROOT, **extra)
 
 
 def _state(output_dir: str) -> dict:
@@ -70,6 +71,7 @@ def _assert_learned(summary: dict) -> None:
 
 
 @TINY_RUN_GROUP
+@pytest.mark.slow
 def test_short_run_learns_and_evaluates_the_ema(tiny_run, tiny_data_dir):
     config, summary = tiny_run
     output_dir, latest = config.output_dir, config.latest_file
@@ -102,12 +104,14 @@ def test_short_run_learns_and_evaluates_the_ema(tiny_run, tiny_data_dir):
     np.testing.assert_allclose(deploy.predict_on_batch(images), logits, rtol=1e-3, atol=1e-3)
 
 
+@pytest.mark.slow
 def test_mirrored_strategy_on_two_logical_cpus(tmp_path, tiny_data_dir):
     output_dir = str(tmp_path / "mirrored")
     command = _train_command(output_dir, tiny_data_dir, strategy="mirrored", logical_cpus=2,
                              batch_size=32)
     result = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert native_log_lines(result.stderr) == []
     assert "MirroredStrategy x2: global batch 64" in result.stdout
     assert "Validating on 192 of the 200 validation images" in result.stdout
     summary = _summary(output_dir)
@@ -136,6 +140,7 @@ def _free_ports(count: int) -> list[int]:
     return ports
 
 
+@pytest.mark.slow
 def test_multi_worker_two_processes_agree(tmp_path, tiny_data_dir):
     output_dir = str(tmp_path / "multi")
     workers = [f"localhost:{port}" for port in _free_ports(2)]
@@ -167,6 +172,7 @@ def test_multi_worker_two_processes_agree(tmp_path, tiny_data_dir):
     assert not [f for f in os.listdir(output_dir) if f.startswith(".tmp-")]
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_with_the_same_number_of_steps(tmp_path, tiny_data_dir):
     output_dir = str(tmp_path / "killed")
     command = _train_command(output_dir, tiny_data_dir, epochs=3, steps_per_epoch=6)
@@ -193,6 +199,7 @@ def test_killed_run_resumes_with_the_same_number_of_steps(tmp_path, tiny_data_di
 
 
 @TINY_RUN_GROUP
+@pytest.mark.slow
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_run, tmp_path):
     config, _ = tiny_run
     output_dir = str(tmp_path / "nan")
@@ -208,6 +215,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_run, tmp_path):
     assert not os.path.exists(os.path.join(output_dir, "checkpoints", "epoch-0003"))
 
 
+@pytest.mark.slow
 def test_imagenet2012_end_to_end_under_mock_data(tmp_path):
     manual = tmp_path / "manual"
     manual.mkdir()

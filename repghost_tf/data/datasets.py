@@ -119,10 +119,12 @@ def make_dataset(
     shuffle_buffer: int = 10_000,
     seed: int | None = None,
     repeat: bool = False,
+    deterministic: bool = False,
 ) -> tf.data.Dataset:
     """Batches of (float32 images in [0, 255], int32 labels) from `split` of dataset `name`.
 
-    training=True: shuffled, repeated forever, augmented, non-deterministic order, full batches.
+    training=True: shuffled, repeated forever, augmented, full batches; in a non-deterministic
+    order unless `deterministic` (with a `seed`, the same batches on every run).
     training=False: one pass in order, resized to image_size / 0.875 and centre-cropped;
     repeat=True makes that pass endless in full batches, for evaluation under tf.distribute,
     whose caller bounds it with a step count (Keras mis-counts metrics at the end of a finite
@@ -161,7 +163,7 @@ def make_dataset(
             dataset = dataset.repeat()
         dataset = dataset.batch(batch_size, drop_remainder=repeat)
     options = tf.data.Options()
-    options.deterministic = not training
+    options.deterministic = deterministic or not training
     return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
 
 

@@ -56,6 +56,7 @@ class TrainConfig:
     logical_cpus: int = 0
     resume: bool | None = None
     seed: int = 0
+    deterministic: bool = False
     shuffle_buffer: int = 10_000
     verbose: int = 1
 

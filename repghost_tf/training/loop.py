@@ -133,6 +133,8 @@ def train(config: TrainConfig) -> runs.RunSummary:
     """
     strategy = make_strategy(config.strategy, config.tpu, config.logical_cpus)
     keras.utils.set_random_seed(config.seed)
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
     keras.config.set_dtype_policy(config.dtype)
     splits = _splits(config)
     run = _build_run(config, strategy, splits)
@@ -276,7 +278,7 @@ def _fit(run: _Run, strategy, splits: _Splits, initial_epoch: int, validation_st
             batch_size=context.get_per_replica_batch_size(global_batch), training=True,
             data_dir=config.data_dir, manual_dir=config.manual_dir, augmentation=augmentation,
             input_context=context, shuffle_buffer=config.shuffle_buffer,
-            seed=config.seed + initial_epoch,
+            seed=config.seed + initial_epoch, deterministic=config.deterministic,
         )
 
     def validation_input(context: tf.distribute.InputContext) -> tf.data.Dataset:
