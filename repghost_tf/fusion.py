@@ -67,8 +67,8 @@ def fuse(model: keras.Model) -> keras.Model:
     deployed = with_deploy(model, deploy=True)
     if not is_fused(deployed):
         raise ValueError(
-            f"model {model.name!r} nests RepGhost layers inside another model; fuse the inner "
-            "model instead"
+            f"{model.name!r} nests fusable layers inside an inner model, which its config does "
+            "not reach; fuse the inner model instead"
         )
     for layer in model.layers:
         target = deployed.get_layer(layer.name)

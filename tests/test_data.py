@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 from repghost_tf import data
-from repghost_tf.data import datasets, preprocessing
+from repghost_tf.data import preprocessing
 from repghost_tf.data.synthetic_shapes import CLASSES, render_example
 
 TINY = "synthetic_shapes/tiny"

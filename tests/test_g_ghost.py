@@ -327,7 +327,7 @@ def test_layer_names_and_arguments():
     assert isinstance(model.get_layer("layer3"), GGhostStage)
     assert isinstance(model.get_layer("layer2.0"), XBlock)  # depth 1: a plain stage
     assert isinstance(model.get_layer("layer4"), GGhostStage)
-    g_ghost = [name for name, spec in repghost_tf.MODELS.items() if spec.family == "g_ghost_regnetx"]
+    g_ghost = [name for name, s in repghost_tf.MODELS.items() if s.family == "g_ghost_regnetx"]
     assert sorted(g_ghost) == sorted(f"g_ghost_regnetx_{v}" for v in OFFICIAL)
     with pytest.raises(ValueError, match="variant"):
         GGhostRegNetX("033")

@@ -57,7 +57,8 @@ def test_reparam_branch_changes_the_output():
 
 @pytest.mark.parametrize("strides,out_channels,se_ratio", [(1, 12, 0.0), (2, 24, 0.25), (1, 16, 0)])
 def test_bottleneck_fuses(strides, out_channels, se_ratio):
-    model = _single_layer_model(RepGhostBottleneck(36, out_channels, 5, strides, se_ratio, name="b"))
+    layer = RepGhostBottleneck(36, out_channels, 5, strides, se_ratio, name="b")
+    model = _single_layer_model(layer)
     randomize_batchnorms(model, seed=4)
     x = _random_input()
     expected = model(x, training=False).numpy()

@@ -5,6 +5,7 @@ from repghost_tf.data.datasets import (
     BUILTIN_DATASET,
     FOLDER_PREFIX,
     IMAGENET,
+    IMAGENET_MANUAL_FILES,
     DatasetError,
     builder,
     check_dataset,
@@ -15,3 +16,21 @@ from repghost_tf.data.datasets import (
     prepare,
 )
 from repghost_tf.data.preprocessing import Augmentation, TrainPreprocessing, eval_image
+
+__all__ = [
+    "BUILTIN_DATASET",
+    "FOLDER_PREFIX",
+    "IMAGENET",
+    "IMAGENET_MANUAL_FILES",
+    "DatasetError",
+    "builder",
+    "check_dataset",
+    "default_splits",
+    "make_dataset",
+    "num_classes",
+    "num_examples",
+    "prepare",
+    "Augmentation",
+    "TrainPreprocessing",
+    "eval_image",
+]

@@ -4,3 +4,13 @@ activation ranges), `report` (what a flatbuffer is and how it compares with Kera
 
 from repghost_tf.export.pipeline import ExportOptions, export
 from repghost_tf.export.tflite import IO_TYPES, QUANTIZATIONS, ExportError, convert, op_histogram
+
+__all__ = [
+    "ExportOptions",
+    "export",
+    "IO_TYPES",
+    "QUANTIZATIONS",
+    "ExportError",
+    "convert",
+    "op_histogram",
+]

@@ -213,8 +213,8 @@ def deploy_form(model: keras.Model) -> keras.Model:
     try:
         return fuse(model)
     except Exception as error:  # fuse() rebuilds from config; any failure means "cannot fuse".
-        message = f"model {model.name!r} cannot be fused: {error}"
-        raise ExportError(message.splitlines()[0] + " (or pass --nofuse)") from error
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+        raise ExportError(f"cannot fuse: {reason} (or pass --nofuse)") from error
 
 
 def _static_size(model: keras.Model) -> int | None:

@@ -13,3 +13,15 @@ from repghost_tf.training.config import (
     validate,
 )
 from repghost_tf.training.loop import train
+
+__all__ = [
+    "BUILTIN_RECIPE",
+    "DTYPES",
+    "STRATEGIES",
+    "ConfigError",
+    "TrainConfig",
+    "TrainingDiverged",
+    "recipe",
+    "validate",
+    "train",
+]
