@@ -9,19 +9,21 @@ from repghost_tf.fusion import fuse
 from repghost_tf.models.counting import profile
 from repghost_tf.models.registry import MODELS, create_model
 
-_MODEL = flags.DEFINE_enum("model", "repghostnet_100", list(MODELS), "Architecture to count.")
-_DEPLOY = flags.DEFINE_boolean("deploy", False, "Count the fused deploy form.")
-_IMAGE_SIZE = flags.DEFINE_integer("image_size", 224, "Square input size.", lower_bound=32)
+flags.DEFINE_enum("model", "repghostnet_100", list(MODELS), "Architecture to count.")
+flags.DEFINE_boolean("deploy", False, "Count the fused deploy form.")
+flags.DEFINE_integer("image_size", 224, "Square input size.", lower_bound=32)
+FLAGS = flags.FLAGS
 
 
 def main(argv: list[str]) -> None:
-    del argv
-    model = create_model(_MODEL.value)
-    if _DEPLOY.value:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    model = create_model(FLAGS.model)
+    if FLAGS.deploy:
         model = fuse(model)
-    form = "deploy" if _DEPLOY.value else "training"
-    size = _IMAGE_SIZE.value
-    print(f"{_MODEL.value} ({form} form) at {size}x{size}: {profile(model, size)}")
+    form = "deploy" if FLAGS.deploy else "training"
+    size = FLAGS.image_size
+    print(f"{FLAGS.model} ({form} form) at {size}x{size}: {profile(model, size)}")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,8 @@ pipeline as `python export_tflite.py --quantize none,int8` after `python train.p
 import json
 import os
 import pathlib
+import subprocess
+import sys
 
 import pytest
 
@@ -11,6 +13,7 @@ from repghost_tf import data
 from repghost_tf.export import pipeline
 
 from conftest import TINY, TINY_RUN_GROUP  # noqa: E402
+from helpers import native_log_lines, user_environment
 
 IMAGE_SIZE = 48
 pytestmark = [TINY_RUN_GROUP, pytest.mark.slow]
@@ -94,3 +97,20 @@ def test_export_writes_next_to_latest_run_and_overwrites_cleanly(runs, tiny_data
     assert reports["repghostnet_050_int8.json"]["preprocessing"]["mean"] == pytest.approx(
         [123.675, 116.28, 103.53]
     )
+
+
+def test_command_line_export_of_the_latest_run_prints_no_native_logs(runs, tiny_data_dir,
+                                                                     tmp_path):
+    """`python export_tflite.py --quantize int8` as a user runs it: it finds the run through
+    runs/LATEST, and stderr holds none of TensorFlow's or LiteRT's C++ log lines."""
+    root = pathlib.Path(__file__).resolve().parent.parent
+    result = subprocess.run(
+        [sys.executable, str(root / "export_tflite.py"), "--quantize=int8",
+         f"--runs_dir={runs}", f"--data_dir={tiny_data_dir}", "--eval_examples=100",
+         f"--output_dir={tmp_path}"],
+        env=user_environment(PYTHONPATH=str(root)), capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert native_log_lines(result.stderr) == [] and result.stderr == ""
+    assert (tmp_path / "repghostnet_050_int8.tflite").is_file()
+    assert "benchmark_model --graph=/data/local/tmp/repghostnet_050_int8.tflite" in result.stdout
