@@ -78,6 +78,9 @@ def test_op_histograms(repghostnet_050, tmp_path):
     )
     assert "CONCATENATION" not in fused_ops
     assert not any(name.startswith("Flex") for name in fused_ops)
+    # The pixel normalisation is one DEPTHWISE_CONV_2D, not a SUB and a MUL over the image: the
+    # only MULs left are the two of each of the seven squeeze-excites (hard-sigmoid's /6, gate).
+    assert "SUB" not in fused_ops and fused_ops["MUL"] == 2 * 7
     assert sum(fused_ops.values()) < sum(unfused_ops.values())
     assert fused_ops["DEPTHWISE_CONV_2D"] == unfused_ops["DEPTHWISE_CONV_2D"]
     # Fixed batch 1: no dynamic-shape arithmetic in front of the classifier.

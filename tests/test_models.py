@@ -132,3 +132,16 @@ def test_weights_of_another_width_are_rejected(tmp_path):
     repghost_tf.RepGhostNet050().save(tmp_path / "half.keras")
     with pytest.raises(ValueError, match="different architecture"):
         repghost_tf.RepGhostNet100(weights=str(tmp_path / "half.keras"))
+
+
+def test_image_normalization_is_the_imagenet_normalisation_and_round_trips(tmp_path):
+    model = repghost_tf.RepGhostNet050(include_top=False)
+    layer = model.get_layer("preprocessing")
+    pixels = random_images(2, 40, 36, seed=5)
+    mean = 255 * np.array([0.485, 0.456, 0.406])
+    std = 255 * np.array([0.229, 0.224, 0.225])
+    expected = (pixels - mean) / std
+    assert relative_error(layer(pixels), expected) < 1e-6
+    model.save(tmp_path / "m.keras")
+    reloaded = keras.saving.load_model(tmp_path / "m.keras", safe_mode=True)
+    assert relative_error(reloaded.get_layer("preprocessing")(pixels), expected) < 1e-6

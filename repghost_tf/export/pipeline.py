@@ -27,7 +27,7 @@ from repghost_tf.export.report import (
 )
 from repghost_tf.export.tflite import QUANTIZATIONS, ExportError, convert
 from repghost_tf.fusion import fuse, is_fused
-from repghost_tf.models.registry import MODELS, UnknownModelError, resolve
+from repghost_tf.models.registry import MODELS, ModelSpec, UnknownModelError, resolve
 
 _DEFAULT_IMAGE_SIZE = 224
 _RANDOM_MODEL_DIR = os.path.join(runs.RUNS_DIR, "export")
@@ -68,7 +68,10 @@ def export(options: ExportOptions, log: Callable[[str], None] = print) -> list[s
             f"unknown --quantize {','.join(unknown)!r}; choose from {', '.join(QUANTIZATIONS)}"
         )
     model_path = find_model(options)
-    model = load_model(model_path) if model_path else random_model(options)
+    spec = None if model_path else _random_model_spec(options)
+    model = load_model(model_path) if spec is None else spec(
+        classes=options.classes, classifier_activation=None
+    )
     try:
         run = runs.summary_of_model(model_path)
     except runs.RunError as error:
@@ -80,7 +83,7 @@ def export(options: ExportOptions, log: Callable[[str], None] = print) -> list[s
     )
     image_size = (
         options.image_size or _static_size(model) or (run and run.image_size)
-        or _DEFAULT_IMAGE_SIZE
+        or (spec.input_size if spec else _DEFAULT_IMAGE_SIZE)
     )
     exported = deploy_form(model) if options.fuse else model
     output_dir = options.output_dir or (
@@ -198,14 +201,12 @@ def load_model(path: str) -> keras.Model:
         raise ExportError(f"cannot load {path} as a Keras model: {reason}") from error
 
 
-def random_model(options: ExportOptions) -> keras.Model:
-    """A randomly initialised logits model, for latency work: the architecture that --model or
-    --width names."""
+def _random_model_spec(options: ExportOptions) -> ModelSpec:
+    """The architecture that --model or --width names, for a model with random weights."""
     try:
-        spec = resolve(options.model, options.width)
+        return resolve(options.model, options.width)
     except UnknownModelError as error:
         raise ExportError(str(error)) from error
-    return spec(classes=options.classes, classifier_activation=None)
 
 
 def deploy_form(model: keras.Model) -> keras.Model:

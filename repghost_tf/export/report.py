@@ -11,6 +11,7 @@ import numpy as np
 from repghost_tf.export.tflite import ExportError, op_histogram
 from repghost_tf.fusion import walk_layers
 from repghost_tf.litert import make_interpreter, run_interpreter
+from repghost_tf.models.applications import ImageNormalization
 
 
 def describe(model_bytes: bytes) -> dict:
@@ -84,19 +85,23 @@ def compare(
 
 
 def preprocessing_info(model: keras.Model) -> dict:
-    """What the model expects as input: raw RGB pixels when a Normalization layer is inside
-    (with its mean and std in pixel units), which is what an app needs to feed it."""
+    """What the model expects as input: raw RGB pixels when it normalises them itself (with the
+    mean and std in pixel units), which is what an app needs to feed it."""
     for layer in walk_layers(model):
-        if isinstance(layer, keras.layers.Normalization):
+        if isinstance(layer, ImageNormalization):
+            mean, std = np.asarray(layer.mean), np.asarray(layer.std)
+        elif isinstance(layer, keras.layers.Normalization):  # models saved before ImageNormalization
             mean = np.asarray(layer.mean, np.float64).reshape(-1)
             std = np.sqrt(np.asarray(layer.variance, np.float64).reshape(-1))
-            return {
-                "input": "RGB pixels in [0, 255], no normalisation outside the model",
-                "inside_model": "(pixels - mean) / std",
-                "mean": mean.round(4).tolist(),
-                "std": std.round(4).tolist(),
-            }
-    return {"input": "as the Keras model's input; no Normalization layer inside the model"}
+        else:
+            continue
+        return {
+            "input": "RGB pixels in [0, 255], no normalisation outside the model",
+            "inside_model": "(pixels - mean) / std",
+            "mean": mean.round(4).tolist(),
+            "std": std.round(4).tolist(),
+        }
+    return {"input": "as the Keras model's input; the model does not normalise it"}
 
 
 def format_report(report: dict) -> str:

@@ -6,13 +6,37 @@ from __future__ import annotations
 import os
 
 import keras
-from keras import layers
+import numpy as np
+from keras import layers, ops
 
 # The official models were trained on (pixels / 255 - mean) / std.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 MIN_INPUT_SIZE = 32
+
+
+@keras.saving.register_keras_serializable(package="repghost_tf")
+class ImageNormalization(layers.Layer):
+    """(pixels - mean) / std per channel, computed as a 1x1 depthwise conv with bias.
+
+    TFLite then runs it as one DEPTHWISE_CONV_2D instead of a SUB and a MUL over the whole image,
+    and int8 quantizes its constants per channel, exactly for the scale (one weight per channel).
+    """
+
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...], **kwargs):
+        super().__init__(**kwargs)
+        self.mean = tuple(float(m) for m in mean)
+        self.std = tuple(float(s) for s in std)
+
+    def call(self, inputs):
+        std = np.asarray(self.std, np.float64)
+        kernel = ops.cast((1.0 / std).reshape(1, 1, -1, 1), inputs.dtype)
+        bias = ops.cast(-np.asarray(self.mean) / std, inputs.dtype)
+        return ops.depthwise_conv(inputs, kernel, strides=1, padding="valid") + bias
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "mean": self.mean, "std": self.std}
 
 
 def check_arguments(
@@ -57,9 +81,9 @@ def image_input(input_shape, input_tensor, include_preprocessing: bool):
         inputs = layers.Input(tensor=input_tensor, shape=input_shape)
     if not include_preprocessing:
         return inputs, inputs
-    normalised = layers.Normalization(
+    normalised = ImageNormalization(
         mean=[255.0 * m for m in IMAGENET_MEAN],
-        variance=[(255.0 * s) ** 2 for s in IMAGENET_STD],
+        std=[255.0 * s for s in IMAGENET_STD],
         name="preprocessing",
     )(inputs)
     return inputs, normalised

@@ -19,6 +19,9 @@ _COUNTED_LAYERS = (
 )
 
 
+_KERNEL_OPS = ("Conv2D", "DepthwiseConv2dNative", "MatMul", "BatchMatMulV2")
+
+
 @dataclasses.dataclass(frozen=True)
 class Profile:
     params: int
@@ -40,7 +43,11 @@ def count_params(model: keras.Model) -> int:
 
 
 def count_macs(model: keras.Model, image_size: int | tuple[int, int] = 224) -> int:
-    """Multiply-adds of the conv and matmul ops for one image, read off the traced TF graph."""
+    """Multiply-adds of the conv and matmul ops for one image, read off the traced TF graph.
+
+    Ops with a constant kernel (the in-model pixel normalisation) are preprocessing, not layers
+    of the network, and are not counted, as in the paper.
+    """
     height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
     channels = model.inputs[0].shape[-1]
     graph = (
@@ -50,6 +57,8 @@ def count_macs(model: keras.Model, image_size: int | tuple[int, int] = 224) -> i
     )
     macs = 0
     for op in graph.get_operations():
+        if op.type in _KERNEL_OPS and _is_constant(op.inputs[1]):
+            continue
         if op.type == "Conv2D":
             kernel_h, kernel_w, in_per_group, _ = op.inputs[1].shape
             macs += math.prod(op.outputs[0].shape[1:]) * kernel_h * kernel_w * in_per_group
@@ -59,6 +68,14 @@ def count_macs(model: keras.Model, image_size: int | tuple[int, int] = 224) -> i
         elif op.type in ("MatMul", "BatchMatMulV2"):
             macs += math.prod(op.outputs[0].shape[1:]) * op.inputs[0].shape[-1]
     return macs
+
+
+def _is_constant(tensor: tf.Tensor) -> bool:
+    """True when `tensor` is computed from constants only (no variable read, no input)."""
+    op = tensor.op
+    if op.type == "Const":
+        return True
+    return op.type in ("Cast", "Identity", "Reshape") and all(_is_constant(t) for t in op.inputs)
 
 
 def profile(model: keras.Model, image_size: int | tuple[int, int] = 224) -> Profile:
