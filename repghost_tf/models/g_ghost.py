@@ -20,13 +20,13 @@ import keras
 import numpy as np
 from keras import layers, ops
 
+from repghost_tf.fusion import FusableLayer
 from repghost_tf.models.applications import (
     check_arguments,
     image_input,
     load_weights_file,
     pool_features,
 )
-from repghost_tf.fusion import FusableLayer
 from repghost_tf.models.layers import ConvBN, channels_shape
 
 _register = keras.saving.register_keras_serializable(package="repghost_tf")

@@ -17,7 +17,6 @@ import keras
 import numpy as np
 from keras import layers, ops
 
-from repghost_tf.fusion import FusableLayer
 from repghost_tf.folding import (
     BN_EPSILON,
     BN_MOMENTUM,
@@ -25,6 +24,7 @@ from repghost_tf.folding import (
     batchnorm_scale_shift,
     fold_batchnorm,
 )
+from repghost_tf.fusion import FusableLayer
 
 REPARAM_BRANCHES = ("bn", "identity", "none")
 
