@@ -70,14 +70,16 @@ def test_int8_export_takes_camera_pixels_and_is_a_third_of_the_size(reports):
 def test_int8_stays_close_to_the_float_model(reports):
     """The tiny run is repeatable (`deterministic`): on the machine it was measured on, its int8
     model agrees with the float model on 98.10% of the 2,000 held-out images and loses 0.40
-    points (float 85.00%). The bounds leave room for another CPU's rounding, which changes the training; a broken
-    quantization (wrong ranges, a float op left in) falls far below them."""
+    points (float 85.00%). Another CPU rounds differently and so trains another model; over 17
+    trainings of this schedule, post-training int8 agreed on 95.40-98.75% and lost at most 1.20
+    points (docs/int8_post_training.md). The bounds catch a broken quantization (wrong ranges, a
+    float op left in), which falls far below them."""
     check = reports["repghostnet_050_int8.json"]["verification"]
     print(f"int8: agreement {check['top1_agreement']:.4f}, "
           f"drop {check['accuracy_drop_points']:.2f} points")
     assert check["examples"] == 2000
-    assert check["accuracy_drop_points"] <= 1.0
-    assert check["top1_agreement"] >= 0.97
+    assert check["accuracy_drop_points"] <= 1.5
+    assert check["top1_agreement"] >= 0.94
 
 
 def test_export_writes_next_to_latest_run_and_overwrites_cleanly(runs, tiny_data_dir, reports):
