@@ -15,7 +15,6 @@ run directory).
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import importlib.util
 import io
@@ -66,31 +65,6 @@ def time_runs(
     return first_ms, results_io.summarize(samples)
 
 
-def delegation(interpreter) -> tuple[int, dict[str, int]]:
-    """(number of XNNPACK partitions, op type -> count of the ops XNNPACK did not take), which
-    run on TFLite's own kernels between partitions. A partition's ops are those reached from
-    its outputs, walking producers back, without crossing its inputs."""
-    ops = interpreter._get_ops_details()
-    partitions = [op for op in ops if op["op_name"] == "DELEGATE"]
-    producer = {
-        int(tensor): op for op in ops if op["op_name"] != "DELEGATE" for tensor in op["outputs"]
-    }
-    delegated = set()
-    for partition in partitions:
-        boundary = {int(tensor) for tensor in partition["inputs"]}
-        pending = [int(tensor) for tensor in partition["outputs"]]
-        while pending:
-            op = producer.get(pending.pop())
-            if op is None or op["index"] in delegated:
-                continue
-            delegated.add(op["index"])
-            pending += [int(t) for t in op["inputs"] if int(t) >= 0 and int(t) not in boundary]
-    left = collections.Counter(
-        op["op_name"] for op in ops if op["op_name"] != "DELEGATE" and op["index"] not in delegated
-    )
-    return len(partitions), dict(left.most_common())
-
-
 def time_tflite(path: str, threads: int, warmup_runs: int, num_runs: int) -> dict:
     """Init, first-run and timed-run statistics of one flatbuffer in LiteRT with XNNPACK, and
     how XNNPACK partitioned it."""
@@ -101,7 +75,7 @@ def time_tflite(path: str, threads: int, warmup_runs: int, num_runs: int) -> dic
     image = export.random_images(detail["shape"][1], 1, seed=1)
     interpreter.set_tensor(detail["index"], litert.quantize_input(image, detail))
     first_ms, stats = time_runs(interpreter.invoke, warmup_runs, num_runs)
-    partitions, left = delegation(interpreter)
+    partitions, left = litert.delegation(interpreter)
     return {
         "init_ms": init_ms, "first_ms": first_ms, **stats, "xnnpack_partitions": partitions,
         "outside_xnnpack": ", ".join(f"{op} {count}" for op, count in left.items()),

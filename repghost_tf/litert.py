@@ -3,6 +3,7 @@ images in, float outputs out, whatever the model's input and output types."""
 
 from __future__ import annotations
 
+import collections
 import os
 
 import numpy as np
@@ -67,3 +68,28 @@ def dequantize_output(values: np.ndarray, detail: dict) -> np.ndarray:
         return values.astype(np.float32)
     scale, zero_point = detail["quantization"]
     return (values.astype(np.float32) - zero_point) * scale
+
+
+def delegation(interpreter) -> tuple[int, dict[str, int]]:
+    """(number of XNNPACK partitions, op type -> count of the ops XNNPACK did not take), which
+    run on TFLite's own kernels between partitions. A partition's ops are those reached from
+    its outputs, walking producers back, without crossing its inputs."""
+    ops = interpreter._get_ops_details()
+    partitions = [op for op in ops if op["op_name"] == "DELEGATE"]
+    producer = {
+        int(tensor): op for op in ops if op["op_name"] != "DELEGATE" for tensor in op["outputs"]
+    }
+    delegated = set()
+    for partition in partitions:
+        boundary = {int(tensor) for tensor in partition["inputs"]}
+        pending = [int(tensor) for tensor in partition["outputs"]]
+        while pending:
+            op = producer.get(pending.pop())
+            if op is None or op["index"] in delegated:
+                continue
+            delegated.add(op["index"])
+            pending += [int(t) for t in op["inputs"] if int(t) >= 0 and int(t) not in boundary]
+    left = collections.Counter(
+        op["op_name"] for op in ops if op["op_name"] != "DELEGATE" and op["index"] not in delegated
+    )
+    return len(partitions), dict(left.most_common())

@@ -130,6 +130,6 @@ def test_delegation_names_the_int8_ops_xnnpack_leaves_to_tflite():
     int8_model = litert.make_interpreter(
         tflite.convert(model, "int8", image_size=8, representative_data=images)
     )
-    assert latency.delegation(float_model) == (1, {})
+    assert litert.delegation(float_model) == (1, {})
     # XNNPACK takes float HARD_SWISH but not int8 HARD_SWISH, which splits the graph in two.
-    assert latency.delegation(int8_model) == (2, {"HARD_SWISH": 1})
+    assert litert.delegation(int8_model) == (2, {"HARD_SWISH": 1})

@@ -1,18 +1,6 @@
 """Q3 combined: builds full models with the normalisation done as RESHAPE -> 672-channel 1x1
 depthwise -> RESHAPE ('widenorm'), plus int8 io variants. Writes comb_*.tflite."""
-from variants import *
-from repghost_tf.models.applications import ImageNormalization
-
-
-def wide_call(self, inputs):
-    n, h, w, c = inputs.shape
-    std = np.asarray(self.std, np.float64)
-    mean = np.asarray(self.mean, np.float64)
-    y = ops.reshape(inputs, (-1, h, 1, w * c))
-    k = ops.cast(np.tile(1.0 / std, w).reshape(1, 1, -1, 1), inputs.dtype)
-    y = ops.depthwise_conv(y, k, strides=1, padding="valid") + ops.cast(np.tile(-mean / std, w), inputs.dtype)
-    return ops.reshape(y, (-1, h, w, c))
-
+from widenorm_lib import *  # noqa: F403 (wide_call; variants, ImageNormalization)
 
 for width in ("050", "100"):
     out = {"f32 base": convert_variant("base", "f32", width),

@@ -4,7 +4,7 @@ os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
 import repghost_tf  # noqa: E402  (before keras / tensorflow)
 from repghost_tf.export import tflite, calibration  # noqa: E402
 from repghost_tf import litert, native_logs  # noqa: E402
-import collections  # noqa: E402
+from repghost_tf.litert import delegation  # noqa: E402,F401 (the walk benchmark/latency.py uses)
 import time  # noqa: E402
 import warnings  # noqa: E402
 import numpy as np  # noqa: E402
@@ -56,26 +56,6 @@ def interp(fb, threads=1, **kw):
     for _ in range(20):
         it.invoke()
     return it
-
-
-def delegation(it):
-    """(partitions, ops left outside XNNPACK) -- same walk as benchmark/latency.py."""
-    ops = it._get_ops_details()
-    parts = [op for op in ops if op["op_name"] == "DELEGATE"]
-    producer = {int(t): op for op in ops if op["op_name"] != "DELEGATE" for t in op["outputs"]}
-    delegated = set()
-    for p in parts:
-        boundary = {int(t) for t in p["inputs"]}
-        pending = [int(t) for t in p["outputs"]]
-        while pending:
-            op = producer.get(pending.pop())
-            if op is None or op["index"] in delegated:
-                continue
-            delegated.add(op["index"])
-            pending += [int(t) for t in op["inputs"] if int(t) >= 0 and int(t) not in boundary]
-    left = collections.Counter(op["op_name"] for op in ops
-                               if op["op_name"] != "DELEGATE" and op["index"] not in delegated)
-    return len(parts), dict(left)
 
 
 def interleaved(runners: dict, rounds=30, per_round=10):

@@ -1,6 +1,5 @@
-"""Q2 (a-f): single-op models at the shapes RepGhostNet050 uses at 224x224, float32 vs int8
-(int8 in/out, so no QUANTIZE), all interleaved, 1 thread. Cost = median - median(baseline
-tiny model) (invoke overhead). Also reports whether XNNPACK took the op."""
+"""Shared by micro_ops.py, build_files.py and norm_alt.py: single-op TFLite models (float32 or
+int8 with int8 in/out) at the shapes RepGhostNet050 uses at 224x224."""
 from common import *
 from keras import layers, ops
 

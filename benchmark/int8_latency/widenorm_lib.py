@@ -1,5 +1,5 @@
-"""Q3 combined: builds full models with the normalisation done as RESHAPE -> 672-channel 1x1
-depthwise -> RESHAPE ('widenorm'), plus int8 io variants. Writes comb_*.tflite."""
+"""Shared by combined_build.py and check_widenorm.py: the normalisation done as RESHAPE ->
+672-channel 1x1 depthwise -> RESHAPE ('widenorm')."""
 from variants import *
 from repghost_tf.models.applications import ImageNormalization
 
