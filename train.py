@@ -2,6 +2,7 @@
 
     python train.py --width=0.5                            # built-in dataset, short schedule
     python train.py --width=0.5 --dataset=imagenet2012     # the paper's ImageNet recipe
+    python train.py --qat                                  # int8-aware fine-tuning of the last run
 
 Writes best.keras, last.keras, deploy.keras, checkpoints/ and logs/ to --output_dir, then records
 that directory in --latest_file for export_tflite.py. Re-running the same command resumes.
@@ -22,10 +23,12 @@ from repghost_tf.models.registry import MODELS, UnknownModelError, resolve  # no
 from repghost_tf.training import (  # noqa: E402
     BUILTIN_RECIPE,
     DTYPES,
+    QAT_RECIPE,
     STRATEGIES,
     ConfigError,
     TrainConfig,
     TrainingDiverged,
+    qat_source,
     recipe,
     train,
     validate,
@@ -35,10 +38,10 @@ DEFAULTS = TrainConfig()
 
 
 def _recipe_help(name: str, text: str) -> str:
-    """`text` plus the built-in dataset's default, for the flags its short recipe sets."""
-    if name in BUILTIN_RECIPE:
-        return f"{text} (built-in dataset: {BUILTIN_RECIPE[name]})"
-    return text
+    """`text` plus the built-in dataset's and QAT's defaults, for the flags their recipes set."""
+    notes = [f"{label}: {table[name]}" for label, table in
+             (("built-in dataset", BUILTIN_RECIPE), ("--qat", QAT_RECIPE)) if name in table]
+    return f"{text} ({'; '.join(notes)})" if notes else text
 
 
 flags.DEFINE_string("model", None, f"Model to train: one of {', '.join(MODELS)}.")
@@ -87,11 +90,16 @@ flags.DEFINE_float(
     _recipe_help("warmup_epochs", "Epochs of linear warm-up."),
 )
 flags.DEFINE_float("warmup_lr", DEFAULTS.warmup_lr, "Learning rate at the start of warm-up.")
-flags.DEFINE_float("min_lr", DEFAULTS.min_lr, "Learning rate at the end of the cosine decay.")
+flags.DEFINE_float(
+    "min_lr", DEFAULTS.min_lr,
+    _recipe_help("min_lr", "Learning rate at the end of the cosine decay."),
+)
 flags.DEFINE_float("momentum", DEFAULTS.momentum, "SGD momentum.")
 flags.DEFINE_float(
     "weight_decay", DEFAULTS.weight_decay,
-    "L2 weight decay of conv and dense kernels (not BatchNorm, not biases).",
+    _recipe_help(
+        "weight_decay", "L2 weight decay of conv and dense kernels (not BatchNorm, not biases)."
+    ),
 )
 flags.DEFINE_float(
     "label_smoothing", DEFAULTS.label_smoothing, _recipe_help("label_smoothing", "Label smoothing.")
@@ -101,7 +109,9 @@ flags.DEFINE_float(
 )
 flags.DEFINE_float(
     "ema_decay", DEFAULTS.ema_decay,
-    "Decay of the weight EMA, warmed up as min(decay, (1 + step) / (10 + step)).",
+    _recipe_help(
+        "ema_decay", "Decay of the weight EMA, warmed up as min(decay, (1 + step) / (10 + step))."
+    ),
 )
 flags.DEFINE_bool(
     "randaugment", None,
@@ -154,6 +164,28 @@ flags.DEFINE_integer(
     "Keras verbosity: 0 silent, 1 progress bar, 2 one line per epoch.",
 )
 
+flags.DEFINE_bool(
+    "qat", DEFAULTS.qat,
+    "Quantization-aware training: fine-tune a trained float model (--init_from, default the run "
+    "in --latest_file) in its int8 form, for export_tflite.py --quantize int8. Writes its own run "
+    "directory (default: runs/<model>_qat).",
+)
+flags.DEFINE_string(
+    "init_from", None,
+    "With --qat: the float model to start from, a .keras file or a run directory.",
+)
+flags.DEFINE_bool(
+    "distill", DEFAULTS.distill,
+    "With --qat: learn the float model's predictions (KL divergence); --nodistill: the labels.",
+)
+flags.DEFINE_float(
+    "temperature", DEFAULTS.temperature, "With --qat: the distillation temperature."
+)
+flags.DEFINE_float(
+    "freeze_ranges_at", DEFAULTS.freeze_ranges_at,
+    "With --qat: the fraction of the epochs after which activation ranges stop moving.",
+)
+
 FLAGS = flags.FLAGS
 
 
@@ -167,12 +199,22 @@ def config_from_flags() -> TrainConfig:
         for field in TrainConfig.__dataclass_fields__
         if field != "model" and field in FLAGS and FLAGS[field].present
     }
-    defaults = recipe(FLAGS.dataset)
+    defaults = recipe(FLAGS.dataset, qat=FLAGS.qat)
     if FLAGS.model is not None or FLAGS.width is not None:
         try:
             given["model"] = resolve(FLAGS.model, FLAGS.width).name
         except UnknownModelError as error:
             raise ConfigError(str(error)) from error
+    if FLAGS.qat:
+        # The source run decides the architecture, dataset and image size unless they are given.
+        given["init_from"] = qat_source(FLAGS.init_from, FLAGS.latest_file)
+        given.setdefault("model", runs.keras_model_name(given["init_from"]) or "")
+        source = runs.summary_of_model(given["init_from"])
+        if source and "dataset" not in given:
+            given["dataset"] = source.dataset
+            defaults = recipe(source.dataset, qat=True)
+        if source and "image_size" not in given:
+            given["image_size"] = source.image_size
     return TrainConfig(**{**defaults, **given})
 
 

@@ -20,6 +20,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from repghost_tf.models.layers import GroupedConv2D
+
 QMIN, QMAX = -128, 127
 _LEVELS = QMAX - QMIN
 WEIGHT_QMAX = 127  # symmetric narrow range: -127..127
@@ -144,3 +146,108 @@ class ActivationQuantizer(keras.layers.Layer):
     def get_config(self) -> dict:
         return {**super().get_config(), "momentum": self.momentum,
                 "fixed_range": self.fixed_range}
+
+
+def _on_weight_grid(kernel, channel_axis: int):
+    """`kernel` fake-rounded onto its per-channel int8 grid, with a straight-through gradient."""
+    axes = tuple(a for a in range(len(kernel.shape)) if a != channel_axis % len(kernel.shape))
+    largest = ops.max(ops.abs(kernel), axis=axes, keepdims=True)
+    scales = ops.where(largest > 0, largest / WEIGHT_QMAX, 1.0)
+    rounded = ops.clip(ops.round(kernel / scales), -WEIGHT_QMAX, WEIGHT_QMAX) * scales
+    return kernel + ops.stop_gradient(rounded - kernel)
+
+
+class _QuantizedWeights:
+    """The int8 side of a conv or dense layer: its kernel is fake-rounded per output channel while
+    `round_weights` (training); `finalize_weights` then writes the rounded kernel and the bias on
+    its int32 grid into the layer, after which the layer runs them as they are (export).
+
+    `input_quantizer` names the `ActivationQuantizer` whose grid the layer's input is on: the bias
+    scale is that input scale times each channel's weight scale.
+    """
+
+    channel_axis = -1
+
+    def _init_quantized(self, input_quantizer: str, round_weights: bool) -> None:
+        self.input_quantizer = input_quantizer
+        self.round_weights = round_weights
+
+    def grid_kernel(self):
+        return _on_weight_grid(self.kernel, self.channel_axis) if self.round_weights else self.kernel
+
+    def finalize_weights(self, input_scale: float) -> list[np.ndarray]:
+        """[kernel, bias] on the grids TFLite's int8 kernels will use."""
+        kernel, bias = (np.asarray(w) for w in self.get_weights())
+        kernel = round_to_weight_grid(kernel, self.channel_axis)
+        return [kernel, round_bias(bias, input_scale, weight_scales(kernel, self.channel_axis))]
+
+    def _quantized_config(self, config: dict) -> dict:
+        return {**config, "input_quantizer": self.input_quantizer,
+                "round_weights": self.round_weights}
+
+
+@keras.saving.register_keras_serializable(package="repghost_tf")
+class QuantizedConv2D(_QuantizedWeights, GroupedConv2D):
+    """A (grouped) Conv2D with int8 weights; see `_QuantizedWeights`."""
+
+    def __init__(self, *args, input_quantizer: str = "", round_weights: bool = True, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._init_quantized(input_quantizer, round_weights)
+
+    def call(self, inputs):
+        outputs = self.convolution_op(inputs, self.grid_kernel())
+        return ops.add(outputs, ops.reshape(self.bias, (1, 1, 1, -1)))
+
+    def get_config(self) -> dict:
+        return self._quantized_config(super().get_config())
+
+
+@keras.saving.register_keras_serializable(package="repghost_tf")
+class QuantizedDepthwiseConv2D(_QuantizedWeights, keras.layers.DepthwiseConv2D):
+    """A DepthwiseConv2D (depth multiplier 1) with int8 weights, one scale per channel."""
+
+    channel_axis = 2  # the kernel is (height, width, channels, 1)
+
+    def __init__(self, *args, input_quantizer: str = "", round_weights: bool = True, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._init_quantized(input_quantizer, round_weights)
+
+    def call(self, inputs):
+        outputs = ops.depthwise_conv(
+            inputs, self.grid_kernel(), strides=self.strides, padding=self.padding,
+            dilation_rate=self.dilation_rate, data_format=self.data_format,
+        )
+        return ops.add(outputs, ops.reshape(self.bias, (1, 1, 1, -1)))
+
+    def get_config(self) -> dict:
+        return self._quantized_config(super().get_config())
+
+
+@keras.saving.register_keras_serializable(package="repghost_tf")
+class QuantizedDense(_QuantizedWeights, keras.layers.Dense):
+    """A Dense layer with int8 weights, one scale per output unit."""
+
+    def __init__(self, *args, input_quantizer: str = "", round_weights: bool = True, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._init_quantized(input_quantizer, round_weights)
+
+    def call(self, inputs, training=None):
+        return ops.add(ops.matmul(inputs, self.grid_kernel()), self.bias)
+
+    def get_config(self) -> dict:
+        return self._quantized_config(super().get_config())
+
+
+@keras.saving.register_keras_serializable(package="repghost_tf")
+class MultiplyConstant(keras.layers.Layer):
+    """x * value, one TFLite MUL: the "/ 6" of an int8 hard-sigmoid."""
+
+    def __init__(self, value: float, **kwargs):
+        super().__init__(**kwargs)
+        self.value = float(value)
+
+    def call(self, inputs):
+        return inputs * ops.cast(self.value, inputs.dtype)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "value": self.value}

@@ -2,7 +2,7 @@
 
     runs/LATEST                  path of the newest finished run
     runs/<model>/best.keras      EMA weights of the best validation epoch (training form)
-                 deploy.keras    best.keras fused: the model to export
+                 deploy.keras    best.keras fused (a QAT run: finalized for int8): the model to export
                  last.keras      EMA weights of the last epoch; last_raw.keras: raw weights
                  summary.json    `RunSummary`
                  checkpoints/    per-epoch training state (repghost_tf.training.checkpoints)
@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import zipfile
 
 from repghost_tf.atomic_files import write_json, write_text
 
@@ -49,6 +50,8 @@ class RunSummary:
     trainable_weights_sha256: str = ""
     test_top1: float | None = None
     test_top5: float | None = None
+    # A quantization-aware run: the float model it fine-tuned.
+    init_from: str | None = None
 
     def write(self, run_dir: str, *, publish: bool = True) -> None:
         write_json(os.path.join(run_dir, SUMMARY), dataclasses.asdict(self), publish=publish)
@@ -109,6 +112,15 @@ def latest_model(runs_dir: str, hint: str) -> str:
     raise RunError(
         f"{latest} names {run_dir!r}, which holds no {DEPLOY_MODEL} or {BEST_MODEL}; {hint}"
     )
+
+
+def keras_model_name(path: str) -> str | None:
+    """The name of the model in a .keras file, read from its config without loading it."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return json.loads(archive.read("config.json"))["config"]["name"]
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return None
 
 
 def summary_of_model(model_path: str | None) -> RunSummary | None:

@@ -16,7 +16,7 @@ from typing import Callable, Iterable, Iterator
 import keras
 import numpy as np
 
-from repghost_tf import data, runs
+from repghost_tf import data, qat, runs
 from repghost_tf.atomic_files import write_bytes, write_json, write_text
 from repghost_tf.export.report import (
     compare,
@@ -85,13 +85,25 @@ def export(options: ExportOptions, log: Callable[[str], None] = print) -> list[s
         options.image_size or _static_size(model) or (run and run.image_size)
         or (spec.input_size if spec else _DEFAULT_IMAGE_SIZE)
     )
-    exported = deploy_form(model) if options.fuse else model
+    quantized = qat.is_quantized(model)
+    if quantized and set(options.quantize) != {"int8"}:
+        raise ExportError(
+            f"{model_path} is a quantization-aware (QAT) model: export it with --quantize int8"
+        )
+    if quantized:
+        exported = qat.finalize(model)
+    else:
+        exported = deploy_form(model) if options.fuse else model
+    float_model = _qat_source(run) if quantized else None
     output_dir = options.output_dir or (
         os.path.dirname(os.path.abspath(model_path)) if model_path else _RANDOM_MODEL_DIR
     )
     try:
         calibration = _calibration_data(options, image_size) if "int8" in options.quantize else None
-        evaluation = _evaluation_data(options, model, image_size) if options.verify else None
+        evaluation = (
+            _evaluation_data(options, exported if quantized else model, float_model, image_size)
+            if options.verify else None
+        )
         class_names = evaluation["class_names"] if evaluation else None
         results = []
         for quantize in dict.fromkeys(options.quantize):
@@ -103,7 +115,7 @@ def export(options: ExportOptions, log: Callable[[str], None] = print) -> list[s
             report = {
                 "model_name": model.name,
                 "source": model_path or f"random {options.model or model.name}",
-                "form": "deploy" if is_fused(exported) else "training",
+                "form": "qat" if quantized else "deploy" if is_fused(exported) else "training",
                 "quantize": quantize,
                 "io_type": io_type,
                 "image_size": image_size,
@@ -115,9 +127,14 @@ def export(options: ExportOptions, log: Callable[[str], None] = print) -> list[s
                     "dataset": _dataset_name(options.calibration_dataset),
                     "split": options.calibration_split,
                     "images": options.calibration_steps,
-                    "activation_ranges": options.calibration_ranges,
+                    "activation_ranges": (
+                        "learned by quantization-aware training" if quantized
+                        else options.calibration_ranges
+                    ),
                     "weights": "int8, per output channel",
                 }
+                if quantized:
+                    report["qat_from"] = run.init_from if run else None
             if evaluation:
                 report["verification"] = {
                     "dataset": evaluation["name"],
@@ -125,6 +142,7 @@ def export(options: ExportOptions, log: Callable[[str], None] = print) -> list[s
                     **compare(
                         flatbuffer, evaluation["images"](), evaluation["keras_logits"],
                         evaluation["labels"] if class_names else None,
+                        float_logits=evaluation["float_logits"],
                         num_threads=options.num_threads,
                     ),
                 }
@@ -156,7 +174,7 @@ def _write(output_dir, stem, flatbuffer, report, labels, log) -> list[str]:
 
 def _file_stem(name: str, form: str, quantize: str, io_type: str) -> str:
     """repghostnet_050_int8, repghostnet_050_unfused_float32, repghostnet_050_int8_float32io."""
-    parts = [name] + (["unfused"] if form != "deploy" else [])
+    parts = [name] + (["unfused"] if form == "training" else [])
     parts.append("float32" if quantize == "none" else quantize)
     if quantize == "int8" and io_type != "uint8":
         parts.append(f"{io_type}io")
@@ -236,9 +254,20 @@ def _calibration_data(options: ExportOptions, image_size: int):
     return lambda: dataset.take(options.calibration_steps).as_numpy_iterator()
 
 
-def _evaluation_data(options: ExportOptions, model: keras.Model, image_size: int) -> dict:
+def _qat_source(run: runs.RunSummary | None) -> keras.Model | None:
+    """The float model a QAT run fine-tuned, to compare the int8 file with; None when the run
+    does not say or the file is gone."""
+    if run is None or not run.init_from or not os.path.isfile(run.init_from):
+        return None
+    return load_model(run.init_from)
+
+
+def _evaluation_data(
+    options: ExportOptions, model: keras.Model, float_model: keras.Model | None, image_size: int
+) -> dict:
     """The verification split: its name, class names (when they are the model's classes), labels,
-    the Keras model's logits (computed once for all quantizations) and its images, re-iterable."""
+    the Keras model's logits (computed once for all quantizations), those of the float model a
+    QAT model started from, and its images, re-iterable."""
     name = _dataset_name(options.eval_dataset)
     dataset = data.make_dataset(
         name, options.eval_split, image_size=image_size, batch_size=32, training=False,
@@ -248,11 +277,15 @@ def _evaluation_data(options: ExportOptions, model: keras.Model, image_size: int
     same_classes = len(classes) == model.outputs[0].shape[-1]
     max_examples = options.eval_examples or None
     keras_logits, labels = keras_outputs(model, _take(dataset, max_examples))
+    float_logits = None
+    if float_model is not None:
+        float_logits, _ = keras_outputs(float_model, _take(dataset, max_examples))
     return {
         "name": name,
         "class_names": classes if same_classes else None,
         "labels": labels,
         "keras_logits": keras_logits,
+        "float_logits": float_logits,
         "images": lambda: (images for images, _ in _take(dataset, max_examples)),
     }
 

@@ -55,13 +55,16 @@ def compare(
     expected: np.ndarray,
     labels: np.ndarray | None = None,
     *,
+    float_logits: np.ndarray | None = None,
     num_threads: int = 1,
 ) -> dict:
     """The TFLite model's outputs on batches of `images` against the Keras model's logits on them.
 
     Returns examples, top1_agreement, and the logit error: max_abs_logit_error and
     relative_logit_error (||tflite - keras|| / ||keras|| over all examples). With `labels`, also
-    keras_top1 and tflite_top1 (accuracy) and accuracy_drop_points.
+    keras_top1 and tflite_top1 (accuracy) and accuracy_drop_points. With `float_logits` (those of
+    the float model a QAT model started from), also `vs_float_model`: top1_agreement and, with
+    labels, float_top1 and accuracy_drop_points against it.
     """
     interpreter = make_interpreter(model_bytes, num_threads=num_threads)
     actual = np.concatenate([run_interpreter(interpreter, batch) for batch in images])
@@ -81,6 +84,14 @@ def compare(
             tflite_top1=tflite_accuracy,
             accuracy_drop_points=100 * (keras_accuracy - tflite_accuracy),
         )
+    if float_logits is not None:
+        float_top1 = float_logits.argmax(-1)
+        versus = {"top1_agreement": float(np.mean(float_top1 == tflite_top1))}
+        if labels is not None:
+            float_accuracy = float(np.mean(float_top1 == labels))
+            versus.update(float_top1=float_accuracy,
+                          accuracy_drop_points=100 * (float_accuracy - result["tflite_top1"]))
+        result["vs_float_model"] = versus
     return result
 
 
@@ -127,6 +138,13 @@ def format_report(report: dict) -> str:
             f"relative {check['relative_logit_error']:.3g}"
         )
         lines.append(line)
+        versus = check.get("vs_float_model")
+        if versus:
+            line = "  vs the float model before QAT: "
+            if "float_top1" in versus:
+                line += (f"top-1 {100 * versus['float_top1']:.2f}%, drop "
+                         f"{versus['accuracy_drop_points']:.2f} points, ")
+            lines.append(line + f"agreement {100 * versus['top1_agreement']:.2f}%")
     return "\n".join(lines)
 
 

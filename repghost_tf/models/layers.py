@@ -54,26 +54,21 @@ class GroupedConv2D(layers.Conv2D):
     """A Conv2D whose grouped convolution is one TensorFlow `Conv2D` op.
 
     Keras's TensorFlow backend wraps grouped convolutions in an XLA-compiled sub-function, which
-    hides them from `repghost_tf.profile` and keeps the TFLite converter from emitting a plain
+    hides them from `repghost_tf.count` and keeps the TFLite converter from emitting a plain
     CONV_2D. TensorFlow's Conv2D op takes a grouped kernel (input depth = channels / groups)
     directly, but its CPU gradient kernels handle groups only with oneDNN, which TensorFlow
     leaves off on some x86 CPUs; the gradient is therefore computed by XLA. Weights, config and
-    layout are those of `keras.layers.Conv2D`. The bias is added with AddV2, not BiasAdd:
-    TensorFlow's graph optimizer fuses Conv2D + BiasAdd into a CPU kernel that rejects groups.
+    layout are those of `keras.layers.Conv2D`, which adds the bias with AddV2, not BiasAdd
+    (TensorFlow's graph optimizer would fuse Conv2D + BiasAdd into a CPU kernel that rejects
+    groups).
     """
 
-    def call(self, inputs):
+    def convolution_op(self, inputs, kernel):
         if self.groups == 1 or keras.backend.backend() != "tensorflow":
-            return super().call(inputs)
-        import tensorflow as tf
-
-        outputs = _grouped_convolution(
-            inputs, self.kernel, tuple(self.strides), self.padding.upper(),
-            tuple(self.dilation_rate),
+            return super().convolution_op(inputs, kernel)
+        return _grouped_convolution(
+            inputs, kernel, tuple(self.strides), self.padding.upper(), tuple(self.dilation_rate)
         )
-        if self.use_bias:
-            outputs = tf.math.add(outputs, tf.cast(self.bias, outputs.dtype))
-        return self.activation(outputs)
 
 
 def _grouped_convolution(inputs, kernel, strides: tuple, padding: str, dilations: tuple):

@@ -5,10 +5,12 @@
 from repghost_tf.training.config import (
     BUILTIN_RECIPE,
     DTYPES,
+    QAT_RECIPE,
     STRATEGIES,
     ConfigError,
     TrainConfig,
     TrainingDiverged,
+    qat_source,
     recipe,
     validate,
 )
@@ -17,10 +19,12 @@ from repghost_tf.training.loop import train
 __all__ = [
     "BUILTIN_RECIPE",
     "DTYPES",
+    "QAT_RECIPE",
     "STRATEGIES",
     "ConfigError",
     "TrainConfig",
     "TrainingDiverged",
+    "qat_source",
     "recipe",
     "validate",
     "train",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 
 from repghost_tf import data, runs
 from repghost_tf.models.registry import UnknownModelError, resolve
@@ -17,6 +18,13 @@ LR_REFERENCE_BATCH = 1024
 BUILTIN_RECIPE = dict(
     image_size=48, batch_size=64, epochs=8, warmup_epochs=1.0, base_lr=3.2, min_crop_scale=1.0,
     color_jitter=0.0, random_erasing=0.0, label_smoothing=0.0, dropout=0.0,
+)
+# Quantization-aware fine-tuning of a trained float model (`qat`): a short, low learning-rate
+# schedule without warm-up, weight decay, label smoothing or weight EMA (the EMA would average the
+# activation ranges' state too), distilled from the float model.
+QAT_RECIPE = dict(
+    epochs=3, warmup_epochs=0.0, base_lr=0.02, min_lr=0.0, weight_decay=0.0, ema_decay=0.0,
+    label_smoothing=0.0, randaugment=False,
 )
 
 
@@ -59,9 +67,17 @@ class TrainConfig:
     deterministic: bool = False
     shuffle_buffer: int = 10_000
     verbose: int = 1
+    # Quantization-aware training: fine-tune the float model `init_from` (a .keras file).
+    qat: bool = False
+    init_from: str | None = None
+    distill: bool = True
+    temperature: float = 1.0
+    freeze_ranges_at: float = 0.67
 
     def resolved_output_dir(self) -> str:
-        return self.output_dir or runs.default_run_dir(self.model)
+        if self.output_dir:
+            return self.output_dir
+        return runs.default_run_dir(f"{self.model}_qat" if self.qat else self.model)
 
 
 class ConfigError(ValueError):
@@ -72,9 +88,29 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN; the last good checkpoint is kept."""
 
 
-def recipe(dataset: str) -> dict:
-    """The settings in which `dataset`'s default recipe differs from TrainConfig's (the paper's)."""
-    return dict(BUILTIN_RECIPE) if dataset.split("/")[0] == data.BUILTIN_DATASET else {}
+def recipe(dataset: str, qat: bool = False) -> dict:
+    """The settings in which `dataset`'s default recipe (or QAT recipe) differs from
+    TrainConfig's (the paper's)."""
+    defaults = dict(BUILTIN_RECIPE) if dataset.split("/")[0] == data.BUILTIN_DATASET else {}
+    return {**defaults, **QAT_RECIPE} if qat else defaults
+
+
+def qat_source(init_from: str | None, latest_file: str) -> str:
+    """The float .keras model a QAT run starts from: `init_from` (a file or a run directory),
+    else the run `latest_file` names; when that is a QAT run, the float model it started from
+    (so that re-running `train.py --qat` resumes). Raises ConfigError when there is none."""
+    if init_from:
+        path = runs.model_to_export(init_from) if os.path.isdir(init_from) else init_from
+        if not path or not os.path.isfile(path):
+            raise ConfigError(f"--init_from={init_from} is neither a .keras file nor a run directory")
+        return path
+    hint = "train a float model first (python train.py --width=0.5) or pass --init_from=PATH"
+    try:
+        path = runs.latest_model(os.path.dirname(latest_file) or ".", hint=hint)
+        summary = runs.summary_of_model(path)
+    except runs.RunError as error:
+        raise ConfigError(f"--qat needs a float model to start from: {error}") from error
+    return summary.init_from if summary and summary.init_from else path
 
 
 def augmentation(config: TrainConfig) -> data.Augmentation:
@@ -93,6 +129,8 @@ def augmentation(config: TrainConfig) -> data.Augmentation:
 
 def validate(config: TrainConfig) -> None:
     """Raises ConfigError (one line) for any invalid setting, before any work starts."""
+    if config.qat:
+        _validate_qat(config)
     try:
         resolve(config.model)
     except UnknownModelError as error:
@@ -125,3 +163,21 @@ def validate(config: TrainConfig) -> None:
         data.check_dataset(config.dataset, config.data_dir, config.manual_dir)
     except data.DatasetError as error:
         raise ConfigError(str(error)) from error
+
+
+def _validate_qat(config: TrainConfig) -> None:
+    if not config.init_from:
+        raise ConfigError("--qat needs --init_from (train.py finds it from runs/LATEST)")
+    source_model = runs.keras_model_name(config.init_from)
+    if source_model is None:
+        raise ConfigError(f"--init_from={config.init_from} is not a .keras model")
+    if source_model != config.model:
+        raise ConfigError(
+            f"--init_from={config.init_from} holds {source_model}, not {config.model}"
+        )
+    if config.ema_decay:
+        raise ConfigError("--qat trains without a weight EMA: set --ema_decay=0")
+    if config.temperature <= 0:
+        raise ConfigError(f"--temperature must be positive, got {config.temperature}.")
+    if not 0 <= config.freeze_ranges_at <= 1:
+        raise ConfigError(f"--freeze_ranges_at must be in [0, 1], got {config.freeze_ranges_at}.")

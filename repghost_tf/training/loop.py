@@ -10,11 +10,12 @@ import dataclasses
 import math
 import os
 import time
+from typing import Callable
 
 import keras
 import tensorflow as tf
 
-from repghost_tf import data, runs
+from repghost_tf import data, qat, runs
 from repghost_tf.atomic_files import save_model
 from repghost_tf.fusion import fuse
 from repghost_tf.models.registry import create_model
@@ -125,6 +126,20 @@ class EpochEnd(keras.callbacks.Callback):
         self.run.end_epoch(epoch + 1, logs, time.time() - self.started)
 
 
+class FreezeRanges(keras.callbacks.Callback):
+    """Stops the activation ranges of a QAT network from following the data from epoch
+    `first_epoch` (0-based) on, so that the last epochs train against the ranges it will ship."""
+
+    def __init__(self, network: keras.Model, first_epoch: int):
+        super().__init__()
+        self.network = network
+        self.first_epoch = first_epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch >= self.first_epoch:
+            qat.freeze_ranges(self.network)
+
+
 def train(config: TrainConfig) -> runs.RunSummary:
     """Runs (or resumes) training and returns the run's summary (also written to summary.json).
 
@@ -180,13 +195,16 @@ def _build_run(config: TrainConfig, strategy: tf.distribute.Strategy, splits: _S
         warmup_lr=config.warmup_lr,
         min_lr=config.min_lr,
     )
+    build = _architecture(config, splits.classes)
     with strategy.scope():
-        network = _build(config, splits.classes)
-        ema_network = _build(config, splits.classes)
+        network = build()
+        ema_network = build()
         ema_network.set_weights(network.get_weights())
+        teacher = _float_source(config, splits.classes) if config.qat and config.distill else None
         trainer = EmaClassifier(
             network, ema_network, classes=splits.classes, ema_decay=config.ema_decay,
             weight_decay=config.weight_decay, label_smoothing=config.label_smoothing,
+            teacher=teacher, temperature=config.temperature,
             multi_worker=isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy),
         )
         trainer.compile(
@@ -194,8 +212,8 @@ def _build_run(config: TrainConfig, strategy: tf.distribute.Strategy, splits: _S
             jit_compile=config.xla,
         )
         trainer.optimizer.build(network.trainable_variables)
-    best_model = _float32_model(config, splits.classes)
-    export_model = _float32_model(config, splits.classes)
+    best_model = _float32_model(build)
+    export_model = _float32_model(build)
     output_dir = config.resolved_output_dir()
     chief = is_chief(strategy)
     checkpoints = Checkpoints(
@@ -206,8 +224,13 @@ def _build_run(config: TrainConfig, strategy: tf.distribute.Strategy, splits: _S
                 trainer, schedule, checkpoints, steps_per_epoch, global_batch)
 
 
-def _build(config: TrainConfig, classes: int) -> keras.Model:
-    return create_model(
+def _architecture(config: TrainConfig, classes: int) -> Callable[[], keras.Model]:
+    """Builds a fresh network of the run: the named architecture, or for a QAT run the QAT form
+    of the float model it starts from (with that model's weights)."""
+    if config.qat:
+        source = _float_source(config, classes)
+        return lambda: qat.quantize_model(source)
+    return lambda: create_model(
         config.model,
         classes=classes,
         input_shape=(config.image_size, config.image_size, 3),
@@ -216,12 +239,27 @@ def _build(config: TrainConfig, classes: int) -> keras.Model:
     )
 
 
-def _float32_model(config: TrainConfig, classes: int) -> keras.Model:
+def _float_source(config: TrainConfig, classes: int) -> keras.Model:
+    """The deploy form of the float model a QAT run fine-tunes (and distils from)."""
+    try:
+        source = keras.saving.load_model(config.init_from, compile=False, safe_mode=True)
+    except Exception as error:  # Keras raises many types for a bad file.
+        raise ConfigError(f"cannot load --init_from={config.init_from}: {error}") from error
+    if qat.is_quantized(source):
+        raise ConfigError(f"--init_from={config.init_from} is a QAT model already; give the "
+                          "float model it started from")
+    if source.outputs[0].shape[-1] != classes:
+        raise ConfigError(f"--init_from={config.init_from} has {source.outputs[0].shape[-1]} "
+                          f"classes, {config.dataset} has {classes}")
+    return fuse(source)
+
+
+def _float32_model(build: Callable[[], keras.Model]) -> keras.Model:
     """A float32 copy of the architecture: what is saved, whatever the training dtype."""
     policy = keras.config.dtype_policy()
     keras.config.set_dtype_policy("float32")
     try:
-        return _build(config, classes)
+        return build()
     finally:
         keras.config.set_dtype_policy(policy)
 
@@ -253,8 +291,13 @@ def _validation_steps(run: _Run, splits: _Splits) -> int | None:
 
 def _announce(run, strategy, splits: _Splits, initial_epoch: int, validation_steps) -> None:
     config = run.config
+    what = f"Training {config.model}"
+    if config.qat:
+        teacher = f"distilled at temperature {config.temperature:g}" if config.distill else (
+            "on the labels")
+        what = f"Quantization-aware training of {config.init_from} ({teacher})"
     print(
-        f"Training {config.model} on {config.dataset} ({splits.train}: {splits.train_examples} "
+        f"{what} on {config.dataset} ({splits.train}: {splits.train_examples} "
         f"images, {splits.classes} classes) with {type(strategy).__name__} "
         f"x{strategy.num_replicas_in_sync}: global batch {run.global_batch}, peak lr "
         f"{run.schedule.peak_lr:.4g}, {run.steps_per_epoch} steps/epoch, epochs "
@@ -291,6 +334,8 @@ def _fit(run: _Run, strategy, splits: _Splits, initial_epoch: int, validation_st
 
     epoch_end = EpochEnd(run)
     callbacks = [epoch_end]
+    if config.qat:
+        callbacks.append(FreezeRanges(run.network, round(config.freeze_ranges_at * config.epochs)))
     if run.chief:
         callbacks.append(keras.callbacks.TensorBoard(run.path(runs.LOGS)))
     run.trainer.fit(
@@ -316,7 +361,8 @@ def _finish(run: _Run, splits: _Splits) -> runs.RunSummary:
     """Writes deploy.keras and summary.json, scores the best model on the test split, and
     points the latest-run file at this run."""
     config, chief = run.config, run.chief
-    save_model(fuse(run.best_model), run.path(runs.DEPLOY_MODEL), publish=chief)
+    deploy = qat.finalize(run.best_model) if config.qat else fuse(run.best_model)
+    save_model(deploy, run.path(runs.DEPLOY_MODEL), publish=chief)
     state = run.checkpoints.state() or {}
     summary = runs.RunSummary(
         model=config.model,
@@ -328,11 +374,14 @@ def _finish(run: _Run, splits: _Splits) -> runs.RunSummary:
         best_val_ema_top1=run.best_top1,
         history=state.get("history", []),
         trainable_weights_sha256=weights_fingerprint(run.network),
+        init_from=os.path.abspath(config.init_from) if config.qat else None,
     )
     if splits.test is not None:
-        summary.test_top1, summary.test_top5 = _evaluate(run.best_model, config, splits)
+        scored, name = (deploy, runs.DEPLOY_MODEL) if config.qat else (run.best_model,
+                                                                        runs.BEST_MODEL)
+        summary.test_top1, summary.test_top5 = _evaluate(scored, config, splits)
         if chief:
-            print(f"{splits.test} top-1 of {runs.BEST_MODEL}: {100 * summary.test_top1:.2f}% "
+            print(f"{splits.test} top-1 of {name}: {100 * summary.test_top1:.2f}% "
                   f"(top-5 {100 * summary.test_top5:.2f}%)", flush=True)
     summary.write(run.output_dir, publish=chief)
     if config.latest_file:

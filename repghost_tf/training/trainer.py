@@ -55,8 +55,14 @@ class EmaClassifier(keras.Model):
 
     def __init__(self, network: keras.Model, ema_network: keras.Model, *, classes: int,
                  ema_decay: float, weight_decay: float, label_smoothing: float,
+                 teacher: keras.Model | None = None, temperature: float = 1.0,
                  multi_worker: bool = False, **kwargs):
         super().__init__(**kwargs)
+        self.teacher = teacher
+        if teacher is not None:
+            teacher.trainable = False
+        self.temperature = temperature
+        self.kl_divergence = keras.losses.KLDivergence()
         self.multi_worker = multi_worker
         self.network = network
         self.ema_network = ema_network
@@ -87,13 +93,23 @@ class EmaClassifier(keras.Model):
         """Label-smoothed cross-entropy, scaled by Keras for the number of replicas."""
         return self.cross_entropy(tf.one_hot(labels, self.classes), tf.cast(logits, tf.float32))
 
+    def _distillation_loss(self, teacher_logits, logits):
+        """KL(teacher || network) of the softened predictions, times temperature squared."""
+        t = self.temperature
+        targets = tf.nn.softmax(tf.cast(teacher_logits, tf.float32) / t)
+        predictions = tf.nn.softmax(tf.cast(logits, tf.float32) / t)
+        return self.kl_divergence(targets, predictions) * (t * t)
+
     def train_step(self, batch):
         images, labels = batch
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         decayed = [v for v in self.network.trainable_weights if len(v.shape) > 1]
         with tf.GradientTape() as tape:
             logits = self.network(images, training=True)
-            loss = self._loss(labels, logits)
+            if self.teacher is None:
+                loss = self._loss(labels, logits)
+            else:
+                loss = self._distillation_loss(self.teacher(images, training=False), logits)
             l2 = tf.add_n([tf.reduce_sum(tf.square(tf.cast(v, tf.float32))) for v in decayed])
             total = loss + 0.5 * self.weight_decay * l2 / replicas
             scaled = self.optimizer.scale_loss(total)

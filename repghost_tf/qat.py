@@ -1,0 +1,321 @@
+"""The quantization-aware (QAT) form of a model: its deploy form, rebuilt as a flat Keras graph in
+which every tensor that becomes an int8 TFLite tensor is fake-quantized, and every conv and dense
+layer runs int8 weights.
+
+Where the fake-quants go follows what the TFLite converter makes of the graph
+(docs/int8_arithmetic.md measures each rule): one `ActivationQuantizer` on the model input, on
+each conv output after its ReLU (never between the two, which the converter fuses), on each
+ADD, MEAN, MUL and CONCATENATION, on both parts of a hard-sigmoid (after relu6(x + 3) and after
+the / 6), and on the logits; none after a PAD, Flatten or Dropout, which keep their input's grid.
+A tensor is quantized where it is consumed, so a ReLU always comes before its quantizer.
+
+    qat_model = quantize_model(float_model)   # train it: ranges follow the data, kernels round
+    int8_ready = finalize(qat_model)          # ranges frozen, kernels and biases on their grids
+"""
+
+from __future__ import annotations
+
+import copy
+
+import keras
+import numpy as np
+from keras import layers
+
+from repghost_tf.fusion import fuse, walk_layers
+from repghost_tf.models.applications import ImageNormalization
+from repghost_tf.models.g_ghost import GGhostStage, XBlock
+from repghost_tf.models.layers import (
+    ConvBN,
+    GhostModule,
+    RepGhostModule,
+    SqueezeExcite,
+    _Bottleneck,
+)
+from repghost_tf.quantization import (
+    ActivationQuantizer,
+    MultiplyConstant,
+    QuantizedConv2D,
+    QuantizedDense,
+    QuantizedDepthwiseConv2D,
+)
+
+QUANTIZED_WEIGHT_LAYERS = (QuantizedConv2D, QuantizedDepthwiseConv2D, QuantizedDense)
+_PIXEL_RANGE = (0.0, 255.0)
+
+
+class UnsupportedModelError(ValueError):
+    """A model with a layer that has no quantized form; the message (one line) names it."""
+
+
+def is_quantized(model: keras.Model) -> bool:
+    """True for a QAT model (one with activation quantizers)."""
+    return any(isinstance(layer, ActivationQuantizer) for layer in walk_layers(model))
+
+
+def quantizers(model: keras.Model) -> list[ActivationQuantizer]:
+    return [layer for layer in model.layers if isinstance(layer, ActivationQuantizer)]
+
+
+def freeze_ranges(model: keras.Model) -> None:
+    """Stops every activation range of `model` from following the data."""
+    for quantizer in quantizers(model):
+        quantizer.freeze()
+
+
+def quantize_model(model: keras.Model) -> keras.Model:
+    """The QAT form of `model` (any model of the library, in training or deploy form), with its
+    deploy weights. Its activation ranges are unset until it has run in training mode on data
+    (the first batch sets them; `calibrate` does that without training).
+
+    Raises UnsupportedModelError for a layer that has no quantized form.
+    """
+    if is_quantized(model):
+        return model
+    deployed = fuse(model)
+    graph = _QuantizedGraph()
+    graph.preprocessed = any(isinstance(layer, ImageNormalization) for layer in deployed.layers)
+    tensors = {}
+    for layer in deployed.layers:
+        if isinstance(layer, layers.InputLayer):
+            tensor = keras.Input(batch_shape=layer.batch_shape, dtype=layer.dtype, name=layer.name)
+            tensors[id(layer.output)] = graph._named(tensor, layer.name)
+            continue
+        nodes = layer._inbound_nodes
+        if len(nodes) != 1:
+            raise UnsupportedModelError(f"layer {layer.name!r} is used {len(nodes)} times")
+        arguments = nodes[0].input_tensors
+        if len(arguments) != 1:
+            raise UnsupportedModelError(f"layer {layer.name!r} has {len(arguments)} inputs")
+        output = graph.emit(layer, tensors[id(arguments[0])])
+        tensors[id(nodes[0].output_tensors[0])] = output
+    outputs = keras.tree.map_structure(
+        lambda t: graph.quantized(tensors[id(t)], "logits" if len(deployed.outputs) == 1
+                                  else None),
+        deployed.output,
+    )
+    return keras.Model(graph.inputs_of(deployed, tensors), outputs, name=deployed.name)
+
+
+def calibrate(model: keras.Model, images, batches: int | None = None) -> None:
+    """Sets the activation ranges of a fresh QAT model from `images` (batches of pixels): the
+    first batch sets them, later ones move their moving averages. Weights do not change."""
+    for index, batch in enumerate(images):
+        if batches is not None and index >= batches:
+            break
+        model(np.asarray(batch, np.float32), training=True)
+
+
+def finalize(model: keras.Model) -> keras.Model:
+    """`model` (a QAT model) ready to export: activation ranges frozen, kernels and biases
+    written on the int8 and int32 grids the TFLite kernels use, no more rounding in the graph.
+    `model` itself is left untouched; a finalized model is returned as it is."""
+    weight_layers = [layer for layer in model.layers if isinstance(layer, QUANTIZED_WEIGHT_LAYERS)]
+    if not any(layer.round_weights for layer in weight_layers):
+        return model
+    config = copy.deepcopy(model.get_config())
+    for layer_config in config["layers"]:
+        if "round_weights" in layer_config["config"]:
+            layer_config["config"]["round_weights"] = False
+    final = model.__class__.from_config(config)
+    for layer in model.layers:
+        target = final.get_layer(layer.name)
+        if isinstance(layer, QUANTIZED_WEIGHT_LAYERS):
+            scale = model.get_layer(layer.input_quantizer).grid()[2]
+            target.set_weights(layer.finalize_weights(scale))
+        else:
+            target.set_weights(layer.get_weights())
+    freeze_ranges(final)
+    return final
+
+
+class _QuantizedGraph:
+    """Emits the quantized form of each layer of a deploy model into a new functional graph.
+
+    Tensors are quantized lazily, by their consumer (`quantized`), so that an activation always
+    sits between a conv and its quantizer; `grids` records which tensors are on a grid already.
+    """
+
+    def __init__(self):
+        self.grids: dict[int, str] = {}  # id(tensor) -> name of the quantizer it is on
+        self.names: dict[int, str] = {}  # id(tensor) -> the name its quantizer takes
+        self.preprocessed = False
+
+    @staticmethod
+    def inputs_of(model: keras.Model, tensors: dict):
+        return keras.tree.map_structure(lambda t: tensors[id(t)], model.input)
+
+    def _named(self, tensor, name: str):
+        self.names[id(tensor)] = name
+        return tensor
+
+    def quantized(self, x, name: str | None = None):
+        """`x` on an int8 grid: as it is when it is on one, else through a new quantizer."""
+        if id(x) in self.grids:
+            return x
+        name = name or self.names[id(x)]
+        is_image = name == "image" and self.preprocessed
+        quantizer = ActivationQuantizer(
+            fixed_range=_PIXEL_RANGE if is_image else None, name=f"{name}.quant"
+        )
+        output = quantizer(x)
+        self.grids[id(output)] = quantizer.name
+        return output
+
+    def keep_grid(self, x, output, name: str):
+        """`output` of a layer that moves values without changing them (pad, flatten, dropout)."""
+        if id(x) in self.grids:
+            self.grids[id(output)] = self.grids[id(x)]
+        return self._named(output, name)
+
+    def weights_layer(self, source: keras.layers.Layer, x, bias_shift: float = 0.0):
+        """`source` (Conv2D, DepthwiseConv2D or Dense, with bias) applied to `x` quantized, as
+        its int8-weight twin, with `bias_shift` added to its bias."""
+        x = self.quantized(x)
+        config = {**source.get_config(), "input_quantizer": self.grids[id(x)]}
+        if isinstance(source, layers.DepthwiseConv2D):
+            twin = QuantizedDepthwiseConv2D.from_config(config)
+        elif isinstance(source, layers.Conv2D):
+            twin = QuantizedConv2D.from_config(config)
+        elif isinstance(source, layers.Dense):
+            if config.get("activation") not in (None, "linear"):
+                raise UnsupportedModelError(
+                    f"{source.name!r} has a {config['activation']} activation; "
+                    "quantization-aware training needs a model that outputs logits"
+                )
+            twin = QuantizedDense.from_config(config)
+        else:
+            raise UnsupportedModelError(f"no quantized form of {type(source).__name__}")
+        if not source.use_bias:
+            raise UnsupportedModelError(f"{source.name!r} has no bias (is the model fused?)")
+        output = twin(x)
+        kernel, bias = source.get_weights()
+        twin.set_weights([kernel, bias + np.float32(bias_shift)])
+        twin.trainable = source.trainable
+        return self._named(output, twin.name)
+
+    def relu(self, x, name: str, max_value: float | None = None):
+        return self._named(layers.ReLU(max_value=max_value, name=name)(x), name)
+
+    def add(self, a, b, name: str):
+        return self._named(layers.Add(name=name)([self.quantized(a), self.quantized(b)]), name)
+
+    # Quantized forms of the library's layers ---------------------------------------------------
+
+    def emit(self, layer: keras.layers.Layer, x):
+        for kind, method in self._FORMS:
+            if isinstance(layer, kind):
+                return method(self, layer, x)
+        raise UnsupportedModelError(
+            f"layer {layer.name!r} ({type(layer).__name__}) has no quantized form"
+        )
+
+    def _image_normalization(self, layer: ImageNormalization, x):
+        std = np.asarray(layer.std, np.float64)
+        conv = layers.DepthwiseConv2D(1, name=layer.name, trainable=False)
+        conv.build((None, None, None, len(std)))
+        conv.set_weights([(1.0 / std).reshape(1, 1, -1, 1).astype(np.float32),
+                          (-np.asarray(layer.mean) / std).astype(np.float32)])
+        return self.weights_layer(conv, x)
+
+    def _conv_bn(self, layer: ConvBN, x):
+        if layer._explicit_padding:
+            pad = layer._explicit_padding
+            name = f"{layer.name}.pad"
+            x = self.quantized(x)
+            x = self.keep_grid(x, layers.ZeroPadding2D(pad, name=name)(x), name)
+        return self.weights_layer(layer.conv, x)
+
+    def _repghost_module(self, module: RepGhostModule, x):
+        x = self._conv_bn(module.primary_conv, x)
+        if module.relu:
+            x = self.relu(x, f"{module.name}.primary_relu")
+        x = self.weights_layer(module.cheap_operation, x)
+        return self.relu(x, f"{module.name}.relu") if module.relu else x
+
+    def _ghost_module(self, module: GhostModule, x):
+        x1 = self._conv_bn(module.primary_conv, x)
+        if module.relu:
+            x1 = self.relu(x1, f"{module.name}.primary_relu")
+        x2 = self._conv_bn(module.cheap_operation, x1)
+        if module.relu:
+            x2 = self.relu(x2, f"{module.name}.cheap_relu")
+        if 2 * module.intrinsic_channels != module.filters:
+            raise UnsupportedModelError(f"{module.name!r} has an odd number of channels")
+        return self.concatenate([x1, x2], f"{module.name}.concat")
+
+    def concatenate(self, parts: list, name: str):
+        output = layers.Concatenate(name=name)([self.quantized(p) for p in parts])
+        return self._named(output, name)
+
+    def _squeeze_excite(self, se: SqueezeExcite, x):
+        x = self.quantized(x)
+        z = layers.GlobalAveragePooling2D(keepdims=True, name=f"{se.name}.pool")(x)
+        z = self._named(z, f"{se.name}.pool")
+        z = self.relu(self.weights_layer(se.conv_reduce, z), f"{se.name}.reduce_relu")
+        # hard_sigmoid(x) = relu6(x + 3) / 6. The converter folds the + 3 into the conv's bias,
+        # so the QAT form does too: its int32 bias then rounds as the file's does.
+        z = self.weights_layer(se.conv_expand, z, bias_shift=3.0)
+        z = self.relu(z, f"{se.name}.gate_relu6", max_value=6.0)
+        gate = MultiplyConstant(1.0 / 6.0, name=f"{se.name}.gate")(self.quantized(z))
+        gate = self._named(gate, f"{se.name}.gate")
+        return self._named(
+            layers.Multiply(name=f"{se.name}.excite")([x, self.quantized(gate)]), f"{se.name}.excite"
+        )
+
+    def _bottleneck(self, block: _Bottleneck, x):
+        inputs = self.quantized(x)
+        ghost = self._repghost_module if isinstance(block.ghost1, RepGhostModule) else (
+            self._ghost_module)
+        x = ghost(block.ghost1, inputs)
+        if block.conv_dw is not None:
+            x = self._conv_bn(block.conv_dw, x)
+        if block.se is not None:
+            x = self._squeeze_excite(block.se, x)
+        x = ghost(block.ghost2, x)
+        if not block.identity_shortcut:
+            shortcut = self._conv_bn(block.shortcut_pw, self._conv_bn(block.shortcut_dw, inputs))
+            return self.add(x, shortcut, f"{block.name}.add")
+        if block._keeps_identity_shortcut():
+            return self.add(x, inputs, f"{block.name}.add")
+        return x
+
+    def _xblock(self, block: XBlock, x):
+        inputs = self.quantized(x)
+        x = self.relu(self._conv_bn(block.conv1, inputs), f"{block.name}.relu1")
+        x = self.relu(self._conv_bn(block.conv2, x), f"{block.name}.relu2")
+        x = self._conv_bn(block.conv3, x)
+        shortcut = self._conv_bn(block.downsample, inputs) if block.projection else inputs
+        return self.relu(self.add(x, shortcut, f"{block.name}.add"), f"{block.name}.relu")
+
+    def _g_ghost_stage(self, stage: GGhostStage, x):
+        raise UnsupportedModelError(
+            f"{stage.name!r}: quantization-aware training of G-GhostNet stages is not built yet"
+        )
+
+    def _global_pool(self, layer: layers.GlobalAveragePooling2D, x):
+        config = layer.get_config()
+        output = layers.GlobalAveragePooling2D.from_config(config)(self.quantized(x))
+        return self._named(output, layer.name)
+
+    def _activation(self, layer: layers.ReLU, x):
+        config = layer.get_config()
+        if config.get("negative_slope") or config.get("threshold"):
+            raise UnsupportedModelError(f"{layer.name!r}: only plain ReLU and ReLU6 quantize")
+        return self.relu(x, layer.name, config.get("max_value"))
+
+    def _same_grid(self, layer: keras.layers.Layer, x):
+        twin = layer.__class__.from_config(layer.get_config())
+        return self.keep_grid(x, twin(x), layer.name)
+
+    _FORMS = (
+        (ImageNormalization, _image_normalization),
+        (_Bottleneck, _bottleneck),
+        (GGhostStage, _g_ghost_stage),
+        (XBlock, _xblock),
+        (ConvBN, _conv_bn),
+        (layers.ReLU, _activation),
+        (layers.GlobalAveragePooling2D, _global_pool),
+        (layers.Conv2D, weights_layer),
+        (layers.Dense, weights_layer),
+        ((layers.Flatten, layers.Dropout), _same_grid),
+    )
