@@ -5,7 +5,7 @@ layer runs int8 weights.
 Where the fake-quants go follows what the TFLite converter makes of the graph
 (docs/int8_arithmetic.md measures each rule): one `ActivationQuantizer` on the model input, on
 each conv output after its ReLU (never between the two, which the converter fuses), on each
-ADD, MEAN, MUL and CONCATENATION, on both parts of a hard-sigmoid (after relu6(x + 3) and after
+ADD, MEAN and MUL, one shared by a CONCATENATION's inputs and output, on both parts of a hard-sigmoid (after relu6(x + 3) and after
 the / 6), and on the logits; none after a PAD, Flatten or Dropout, which keep their input's grid.
 A tensor is quantized where it is consumed, so a ReLU always comes before its quantizer.
 
@@ -138,6 +138,7 @@ class _QuantizedGraph:
     def __init__(self):
         self.grids: dict[int, str] = {}  # id(tensor) -> name of the quantizer it is on
         self.names: dict[int, str] = {}  # id(tensor) -> the name its quantizer takes
+        self.quantized_versions: dict[int, object] = {}  # id(tensor) -> its quantized tensor
         self.preprocessed = False
 
     @staticmethod
@@ -152,6 +153,8 @@ class _QuantizedGraph:
         """`x` on an int8 grid: as it is when it is on one, else through a new quantizer."""
         if id(x) in self.grids:
             return x
+        if id(x) in self.quantized_versions:
+            return self.quantized_versions[id(x)]
         name = name or self.names[id(x)]
         is_image = name == "image" and self.preprocessed
         quantizer = ActivationQuantizer(
@@ -159,6 +162,7 @@ class _QuantizedGraph:
         )
         output = quantizer(x)
         self.grids[id(output)] = quantizer.name
+        self.quantized_versions[id(x)] = output
         return output
 
     def keep_grid(self, x, output, name: str):
@@ -233,19 +237,22 @@ class _QuantizedGraph:
         return self.relu(x, f"{module.name}.relu") if module.relu else x
 
     def _ghost_module(self, module: GhostModule, x):
+        # TFLite's CONCATENATION keeps one grid for its inputs and output: both halves are put on
+        # the grid of the concatenation, whose range follows both.
+        if 2 * module.intrinsic_channels != module.filters:
+            raise UnsupportedModelError(f"{module.name!r} has an odd number of channels")
         x1 = self._conv_bn(module.primary_conv, x)
         if module.relu:
             x1 = self.relu(x1, f"{module.name}.primary_relu")
-        x2 = self._conv_bn(module.cheap_operation, x1)
+        shared = ActivationQuantizer(name=f"{module.name}.concat.quant")
+        x1_on_grid = shared(x1, observe=False)
+        self.grids[id(x1_on_grid)] = shared.name
+        x2 = self._conv_bn(module.cheap_operation, x1_on_grid)
         if module.relu:
             x2 = self.relu(x2, f"{module.name}.cheap_relu")
-        if 2 * module.intrinsic_channels != module.filters:
-            raise UnsupportedModelError(f"{module.name!r} has an odd number of channels")
-        return self.concatenate([x1, x2], f"{module.name}.concat")
-
-    def concatenate(self, parts: list, name: str):
-        output = layers.Concatenate(name=name)([self.quantized(p) for p in parts])
-        return self._named(output, name)
+        output = shared(layers.Concatenate(name=f"{module.name}.concat")([x1, x2]))
+        self.grids[id(output)] = shared.name
+        return output
 
     def _squeeze_excite(self, se: SqueezeExcite, x):
         x = self.quantized(x)

@@ -113,8 +113,8 @@ class ActivationQuantizer(keras.layers.Layer):
         """The current (min, max, scale, zero point), as the converter will see them."""
         return nudged_range(float(self.range_min.numpy()), float(self.range_max.numpy()))
 
-    def call(self, inputs, training=None):
-        if training and self.fixed_range is None:
+    def call(self, inputs, training=None, observe=True):
+        if training and observe and self.fixed_range is None:
             self._observe(inputs)
         low = ops.minimum(ops.cast(self.range_min, "float32"), 0.0)
         high = ops.maximum(ops.cast(self.range_max, "float32"), 0.0)

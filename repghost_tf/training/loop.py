@@ -62,11 +62,13 @@ class _Run:
         return os.path.join(self.output_dir, name)
 
     def end_epoch(self, epoch: int, logs: dict, seconds: float) -> None:
-        """Saves best.keras (when validation improved), last.keras, last_raw.keras and the
-        checkpoint of finished epoch `epoch`, then prints its summary line."""
+        """Saves best.keras (when validation improved; always in a QAT run), last.keras,
+        last_raw.keras and the checkpoint of finished epoch `epoch`, then prints its summary
+        line."""
         top1 = float(logs.get("val_ema_top1", 0.0))
         ema_weights = self.ema_network.get_weights()
-        if top1 > self.best_top1:
+        # A QAT run keeps its last epoch, the one trained against the ranges it ships with.
+        if top1 > self.best_top1 or self.config.qat:
             self.best_top1, self.best_epoch = top1, epoch
             self.best_model.set_weights(ema_weights)
             save_model(self.best_model, self.path(runs.BEST_MODEL), publish=self.chief)
