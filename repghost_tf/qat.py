@@ -47,6 +47,10 @@ class UnsupportedModelError(ValueError):
     """A model with a layer that has no quantized form; the message (one line) names it."""
 
 
+class UncalibratedModelError(ValueError):
+    """A QAT model whose activation ranges have not been set from data."""
+
+
 def is_quantized(model: keras.Model) -> bool:
     """True for a QAT model (one with activation quantizers)."""
     return any(isinstance(layer, ActivationQuantizer) for layer in walk_layers(model))
@@ -63,8 +67,8 @@ def freeze_ranges(model: keras.Model) -> None:
 
 
 def quantize_model(model: keras.Model) -> keras.Model:
-    """The QAT form of `model` (any model of the library, in training or deploy form), with its
-    deploy weights. Its activation ranges are unset until it has run in training mode on data
+    """The QAT form of `model` (RepGhostNet or GhostNet, any width or ablation, in training or
+    deploy form), with its deploy weights. Its activation ranges are unset until it has run in training mode on data
     (the first batch sets them; `calibrate` does that without training).
 
     Raises UnsupportedModelError for a layer that has no quantized form.
@@ -78,7 +82,7 @@ def quantize_model(model: keras.Model) -> keras.Model:
     for layer in deployed.layers:
         if isinstance(layer, layers.InputLayer):
             tensor = keras.Input(batch_shape=layer.batch_shape, dtype=layer.dtype, name=layer.name)
-            tensors[id(layer.output)] = graph._named(tensor, layer.name)
+            tensors[id(layer.output)] = graph.named(tensor, layer.name)
             continue
         nodes = layer._inbound_nodes
         if len(nodes) != 1:
@@ -96,19 +100,26 @@ def quantize_model(model: keras.Model) -> keras.Model:
     return keras.Model(graph.inputs_of(deployed, tensors), outputs, name=deployed.name)
 
 
-def calibrate(model: keras.Model, images, batches: int | None = None) -> None:
+def calibrate(model: keras.Model, images) -> None:
     """Sets the activation ranges of a fresh QAT model from `images` (batches of pixels): the
     first batch sets them, later ones move their moving averages. Weights do not change."""
-    for index, batch in enumerate(images):
-        if batches is not None and index >= batches:
-            break
+    for batch in images:
         model(np.asarray(batch, np.float32), training=True)
 
 
 def finalize(model: keras.Model) -> keras.Model:
     """`model` (a QAT model) ready to export: activation ranges frozen, kernels and biases
     written on the int8 and int32 grids the TFLite kernels use, no more rounding in the graph.
-    `model` itself is left untouched; a finalized model is returned as it is."""
+    `model` itself is left untouched; a finalized model is returned as it is.
+
+    Raises UncalibratedModelError when an activation range has never seen data.
+    """
+    unset = [q.name for q in quantizers(model) if q.fixed_range is None and not q.observed]
+    if unset:
+        raise UncalibratedModelError(
+            f"{len(unset)} activation ranges ({unset[0]}, ...) have seen no data yet: train the "
+            "QAT model or run repghost_tf.qat.calibrate on it first"
+        )
     weight_layers = [layer for layer in model.layers if isinstance(layer, QUANTIZED_WEIGHT_LAYERS)]
     if not any(layer.round_weights for layer in weight_layers):
         return model
@@ -145,7 +156,7 @@ class _QuantizedGraph:
     def inputs_of(model: keras.Model, tensors: dict):
         return keras.tree.map_structure(lambda t: tensors[id(t)], model.input)
 
-    def _named(self, tensor, name: str):
+    def named(self, tensor, name: str):
         self.names[id(tensor)] = name
         return tensor
 
@@ -169,7 +180,7 @@ class _QuantizedGraph:
         """`output` of a layer that moves values without changing them (pad, flatten, dropout)."""
         if id(x) in self.grids:
             self.grids[id(output)] = self.grids[id(x)]
-        return self._named(output, name)
+        return self.named(output, name)
 
     def weights_layer(self, source: keras.layers.Layer, x, bias_shift: float = 0.0):
         """`source` (Conv2D, DepthwiseConv2D or Dense, with bias) applied to `x` quantized, as
@@ -195,13 +206,13 @@ class _QuantizedGraph:
         kernel, bias = source.get_weights()
         twin.set_weights([kernel, bias + np.float32(bias_shift)])
         twin.trainable = source.trainable
-        return self._named(output, twin.name)
+        return self.named(output, twin.name)
 
     def relu(self, x, name: str, max_value: float | None = None):
-        return self._named(layers.ReLU(max_value=max_value, name=name)(x), name)
+        return self.named(layers.ReLU(max_value=max_value, name=name)(x), name)
 
     def add(self, a, b, name: str):
-        return self._named(layers.Add(name=name)([self.quantized(a), self.quantized(b)]), name)
+        return self.named(layers.Add(name=name)([self.quantized(a), self.quantized(b)]), name)
 
     # Quantized forms of the library's layers ---------------------------------------------------
 
@@ -257,15 +268,15 @@ class _QuantizedGraph:
     def _squeeze_excite(self, se: SqueezeExcite, x):
         x = self.quantized(x)
         z = layers.GlobalAveragePooling2D(keepdims=True, name=f"{se.name}.pool")(x)
-        z = self._named(z, f"{se.name}.pool")
+        z = self.named(z, f"{se.name}.pool")
         z = self.relu(self.weights_layer(se.conv_reduce, z), f"{se.name}.reduce_relu")
         # hard_sigmoid(x) = relu6(x + 3) / 6. The converter folds the + 3 into the conv's bias,
         # so the QAT form does too: its int32 bias then rounds as the file's does.
         z = self.weights_layer(se.conv_expand, z, bias_shift=3.0)
         z = self.relu(z, f"{se.name}.gate_relu6", max_value=6.0)
         gate = MultiplyConstant(1.0 / 6.0, name=f"{se.name}.gate")(self.quantized(z))
-        gate = self._named(gate, f"{se.name}.gate")
-        return self._named(
+        gate = self.named(gate, f"{se.name}.gate")
+        return self.named(
             layers.Multiply(name=f"{se.name}.excite")([x, self.quantized(gate)]), f"{se.name}.excite"
         )
 
@@ -302,7 +313,7 @@ class _QuantizedGraph:
     def _global_pool(self, layer: layers.GlobalAveragePooling2D, x):
         config = layer.get_config()
         output = layers.GlobalAveragePooling2D.from_config(config)(self.quantized(x))
-        return self._named(output, layer.name)
+        return self.named(output, layer.name)
 
     def _activation(self, layer: layers.ReLU, x):
         config = layer.get_config()

@@ -109,6 +109,11 @@ class ActivationQuantizer(keras.layers.Layer):
     def frozen(self) -> bool:
         return float(self.state.numpy()) == 2.0
 
+    @property
+    def observed(self) -> bool:
+        """Whether data has set the range (a frozen range counts as set)."""
+        return float(self.state.numpy()) != 0.0
+
     def grid(self) -> tuple[float, float, float, int]:
         """The current (min, max, scale, zero point), as the converter will see them."""
         return nudged_range(float(self.range_min.numpy()), float(self.range_max.numpy()))

@@ -1,16 +1,24 @@
 """Full-int8 export of a RepGhostNet 0.5x trained briefly on the built-in dataset, through the same
-pipeline as `python export_tflite.py --quantize none,int8` after `python train.py`."""
+pipeline as `python export_tflite.py --quantize none,int8` after `python train.py`; and of its
+quantization-aware fine-tuning (`python train.py --qat`)."""
 
+import dataclasses
 import json
 import os
 import pathlib
+import shutil
+import signal
 import subprocess
 import sys
+import time
 
+import keras
+import numpy as np
 import pytest
 
-from repghost_tf import data
+from repghost_tf import data, litert
 from repghost_tf.export import pipeline
+from repghost_tf.training import QAT_RECIPE, train, validate
 
 from conftest import TINY, TINY_RUN_GROUP  # noqa: E402
 from helpers import native_log_lines, user_environment
@@ -116,3 +124,112 @@ def test_command_line_export_of_the_latest_run_prints_no_native_logs(runs, tiny_
     assert native_log_lines(result.stderr) == [] and result.stderr == ""
     assert (tmp_path / "repghostnet_050_int8.tflite").is_file()
     assert "benchmark_model --graph=/data/local/tmp/repghostnet_050_int8.tflite" in result.stdout
+
+
+# Quantization-aware training of the tiny run: a short, repeatable fine-tuning (`deterministic`
+# comes with the tiny run's settings).
+QAT_TINY = dict(QAT_RECIPE, epochs=2, steps_per_epoch=60)
+
+
+@pytest.fixture(scope="session")
+def qat_reports(runs, tiny_run, tiny_data_dir, tmp_path_factory):
+    """`train.py --qat` on the tiny run, then `export_tflite.py --quantize int8` of the QAT run;
+    returns its report and the paths of the QAT run's deploy.keras and int8 file."""
+    config, _ = tiny_run
+    output_dir = runs / "repghostnet_050_qat"
+    qat_config = dataclasses.replace(
+        config, **QAT_TINY, qat=True, init_from=str(runs / "repghostnet_050" / "deploy.keras"),
+        output_dir=str(output_dir), latest_file=str(tmp_path_factory.mktemp("qat") / "LATEST"),
+    )
+    validate(qat_config)
+    train(qat_config)
+    options = pipeline.ExportOptions(
+        model=str(output_dir / "deploy.keras"), quantize=("int8",), image_size=IMAGE_SIZE,
+        eval_examples=0, data_dir=tiny_data_dir,
+    )
+    written = pipeline.export(options, log=print)
+    report = json.loads(open([p for p in written if p.endswith(".json")][0]).read())
+    return report, output_dir / "deploy.keras", output_dir / "repghostnet_050_int8.tflite"
+
+
+def test_qat_int8_file_reproduces_the_qat_model(qat_reports, tiny_data_dir):
+    """On all 2,000 test images, the int8 file's logits are within one output step of the QAT
+    Keras model's on at least 99% of the logits."""
+    report, keras_path, tflite_path = qat_reports
+    assert report["form"] == "qat" and report["quantize"] == "int8"
+    assert report["calibration"]["activation_ranges"] == "learned by quantization-aware training"
+    assert "DEQUANTIZE" not in report["model"]["op_histogram"]
+    images, _ = _test_split(tiny_data_dir)
+    expected = keras.saving.load_model(str(keras_path), safe_mode=True).predict(images, verbose=0)
+    interpreter = litert.make_interpreter(str(tflite_path))
+    actual = np.concatenate([litert.run_interpreter(interpreter, image[None]) for image in images])
+    step = interpreter.get_output_details()[0]["quantization"][0]
+    within_one_step = np.mean(np.abs(np.round(actual / step) - np.round(expected / step)) <= 1)
+    print(f"QAT int8 vs QAT Keras: {within_one_step:.4f} of logits within one step, "
+          f"top-1 agreement {report['verification']['top1_agreement']:.4f}")
+    assert within_one_step >= 0.99
+    assert report["verification"]["top1_agreement"] >= 0.995
+
+
+def test_qat_beats_post_training_int8(qat_reports, reports):
+    """The same float model, quantized after training and with QAT: the QAT file agrees more
+    often with the float model and loses no more accuracy. Both runs are repeatable."""
+    qat_check = qat_reports[0]["verification"]["vs_float_model"]
+    post_training = reports["repghostnet_050_int8.json"]["verification"]
+    print(f"float vs int8: post-training agreement {post_training['top1_agreement']:.4f}, drop "
+          f"{post_training['accuracy_drop_points']:.2f}; QAT agreement "
+          f"{qat_check['top1_agreement']:.4f}, drop {qat_check['accuracy_drop_points']:.2f}")
+    assert qat_check["float_top1"] == pytest.approx(post_training["keras_top1"])
+    assert qat_check["top1_agreement"] > post_training["top1_agreement"]
+    assert qat_check["accuracy_drop_points"] <= post_training["accuracy_drop_points"]
+
+
+def _test_split(data_dir: str) -> tuple[np.ndarray, np.ndarray]:
+    dataset = data.make_dataset(TINY, "test", image_size=IMAGE_SIZE, batch_size=100,
+                                training=False, data_dir=data_dir)
+    images, labels = zip(*[(np.asarray(x, np.float32), np.asarray(y)) for x, y in dataset])
+    return np.concatenate(images), np.concatenate(labels)
+
+
+def test_qat_command_line_resumes_after_a_kill_and_exports(runs, tiny_data_dir, tmp_path):
+    """`python train.py --qat` finds the float run through runs/LATEST; killed after its first
+    checkpoint and run again, it resumes; run once more after it finished, it still finds the
+    float model (through the QAT run's summary); `export_tflite.py --quantize int8` then exports
+    the QAT run and compares it with the float model."""
+    project = tmp_path / "project"
+    shutil.copytree(runs / "repghostnet_050", project / "runs" / "repghostnet_050",
+                    ignore=shutil.ignore_patterns("*.tflite", "checkpoints", "logs"))
+    (project / "runs" / "LATEST").write_text("runs/repghostnet_050\n")
+    root = pathlib.Path(__file__).resolve().parent.parent
+    command = [sys.executable, str(root / "train.py"), "--qat", f"--data_dir={tiny_data_dir}",
+               "--epochs=3", "--steps_per_epoch=6", "--batch_size=16", "--verbose=0"]
+    environment = user_environment(PYTHONPATH=str(root))
+    process = subprocess.Popen(command, cwd=project, env=environment,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state_file = project / "runs" / "repghostnet_050_qat" / "checkpoints" / "state.json"
+    deadline = time.time() + 400
+    while not state_file.exists() and time.time() < deadline:
+        assert process.poll() is None, "the run ended before its first checkpoint"
+        time.sleep(0.2)
+    assert process.poll() is None, "the run finished before it could be killed"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    killed_at = json.loads(state_file.read_text())
+    assert killed_at["epoch"] < 3
+
+    for _ in range(2):  # resume; then again, when LATEST names the QAT run
+        result = subprocess.run(command, cwd=project, env=environment, capture_output=True,
+                                text=True, timeout=600)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert "Resuming" in result.stdout
+        assert json.loads(state_file.read_text())["step"] == 3 * 6
+    assert (project / "runs" / "LATEST").read_text().strip().endswith("repghostnet_050_qat")
+
+    result = subprocess.run(
+        [sys.executable, str(root / "export_tflite.py"), "--quantize=int8",
+         f"--data_dir={tiny_data_dir}", "--eval_examples=200"],
+        cwd=project, env=environment, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "vs the float model before QAT" in result.stdout
+    assert (project / "runs" / "repghostnet_050_qat" / "repghostnet_050_int8.tflite").is_file()

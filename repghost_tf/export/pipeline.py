@@ -91,7 +91,10 @@ def export(options: ExportOptions, log: Callable[[str], None] = print) -> list[s
             f"{model_path} is a quantization-aware (QAT) model: export it with --quantize int8"
         )
     if quantized:
-        exported = qat.finalize(model)
+        try:
+            exported = qat.finalize(model)
+        except qat.UncalibratedModelError as error:
+            raise ExportError(f"{model_path}: {error}") from error
     else:
         exported = deploy_form(model) if options.fuse else model
     float_model = _qat_source(run) if quantized else None
