@@ -16,13 +16,15 @@ import json
 import os
 import sys
 
-import keras
-import numpy as np
-from absl import app, flags
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from repghost_tf import data, litert, qat, runs
-from repghost_tf.atomic_files import write_text
-from repghost_tf.export import tflite
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+from absl import app, flags, logging  # noqa: E402
+
+from repghost_tf import data, litert, qat, runs  # noqa: E402
+from repghost_tf.atomic_files import write_text  # noqa: E402
+from repghost_tf.export import tflite  # noqa: E402
 
 flags.DEFINE_string("float_run", None, "Run directory of the float model.", required=True)
 flags.DEFINE_string("qat_run", None, "Run directory of its QAT fine-tuning.")
@@ -108,6 +110,7 @@ def format_table(results: dict) -> str:
 
 def main(argv: list[str]) -> None:
     del argv
+    logging.set_verbosity(logging.WARNING)  # TFDS logs every file it opens at INFO.
     try:
         results = measure(FLAGS.float_run, FLAGS.qat_run, FLAGS.calibration_steps, FLAGS.data_dir)
     except (ValueError, OSError, runs.RunError) as error:

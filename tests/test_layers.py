@@ -28,7 +28,7 @@ def _random_input(channels=12, size=(15, 17), seed=0):
     return np.random.default_rng(seed).normal(0, 1, (3, *size, channels)).astype("float32")
 
 
-@pytest.mark.parametrize("reparam", ["bn", "identity", "none"])
+@pytest.mark.parametrize("reparam", ["bn", "identity", "none", "post_bn"])
 @pytest.mark.parametrize("relu", [True, False])
 def test_repghost_module_fuses(reparam, relu):
     model = _single_layer_model(RepGhostModule(20, relu=relu, reparam=reparam, name="m"))

@@ -114,7 +114,8 @@ def RepGhostNet(
         dropout_rate: dropout before the classifier.
         include_preprocessing: the model takes raw RGB in [0, 255] and normalises it itself.
         deploy: build the fused, BatchNorm-free deploy form (see `repghost_tf.fuse`).
-        reparam: re-parameterization branch of each module: "bn" (paper), "identity" or "none".
+        reparam: re-parameterization branch of each module: "bn" (paper), "identity", "none",
+            or "post_bn" (QARepVGG-style: identity branch, one BatchNorm after the sum).
         shortcut: False drops the identity shortcuts (the paper's "w/o shortcut" ablation).
         pyramid_outputs: return a feature extractor whose outputs are the dict
             {"P2", "P3", "P4", "P5"} of the last feature maps at strides 4, 8, 16 and 32.
@@ -289,6 +290,10 @@ RepGhostNet050RepIdentity = _named(
 RepGhostNet050NoReparam = _named(
     RepGhostNet, 0.5, "RepGhostNet 0.5x ablation: no re-parameterization",
     reparam="none", name="repghostnet_norep_050",
+)
+RepGhostNet050PostBN = _named(
+    RepGhostNet, 0.5, "RepGhostNet 0.5x variant: identity branch and a BatchNorm after the sum "
+    "(QARepVGG-style, for int8)", reparam="post_bn", name="repghostnet_postbn_050",
 )
 RepGhostNet050NoShortcut = _named(
     RepGhostNet, 0.5, "RepGhostNet 0.5x ablation: no identity shortcuts",

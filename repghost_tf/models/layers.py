@@ -26,7 +26,7 @@ from repghost_tf.folding import (
 )
 from repghost_tf.fusion import FusableLayer
 
-REPARAM_BRANCHES = ("bn", "identity", "none")
+REPARAM_BRANCHES = ("bn", "identity", "none", "post_bn")
 
 _register = keras.saving.register_keras_serializable(package="repghost_tf")
 
@@ -217,7 +217,9 @@ class RepGhostModule(FusableLayer):
 
     Training form: relu?(bn(dw(x1)) + branch(x1)) with x1 = relu?(bn(conv1x1(x))) and branch a
     BatchNorm (`reparam="bn"`, the paper's default), the identity (`"identity"`) or nothing
-    (`"none"`). Deploy form: relu?(dw'(relu?(conv1x1'(x)))), two convs with bias.
+    (`"none"`); or, QARepVGG-style (`"post_bn"`), relu?(bn'(bn(dw(x1)) + x1)): the identity branch
+    and one BatchNorm after the sum, which keeps the folded kernel free of a per-channel BN
+    branch's outliers. Deploy form: relu?(dw'(relu?(conv1x1'(x)))), two convs with bias.
     """
 
     def __init__(
@@ -257,6 +259,9 @@ class RepGhostModule(FusableLayer):
         if not self.deploy and self.reparam == "bn":
             self.fusion_bn = batch_norm(f"{self.name}.fusion_bn.0")
             self.fusion_bn.build(features)
+        if not self.deploy and self.reparam == "post_bn":
+            self.post_bn = batch_norm(f"{self.name}.post_bn")
+            self.post_bn.build(features)
 
     def call(self, inputs, training=None):
         x1 = self.primary_conv(inputs, training=training)
@@ -268,8 +273,10 @@ class RepGhostModule(FusableLayer):
             x2 = self.cheap_operation(x1, training=training)
             if self.reparam == "bn":
                 x2 = x2 + self.fusion_bn(x1, training=training)
-            elif self.reparam == "identity":
+            elif self.reparam in ("identity", "post_bn"):
                 x2 = x2 + x1
+            if self.reparam == "post_bn":
+                x2 = self.post_bn(x2, training=training)
         return ops.relu(x2) if self.relu else x2
 
     def fused_weights(self) -> list[np.ndarray]:
@@ -279,8 +286,11 @@ class RepGhostModule(FusableLayer):
         if self.reparam == "bn":
             scale, shift = batchnorm_scale_shift(self.fusion_bn)
             kernel, bias = add_to_center_tap(kernel, scale), bias + shift
-        elif self.reparam == "identity":
+        elif self.reparam in ("identity", "post_bn"):
             kernel = add_to_center_tap(kernel, np.ones(self.filters))
+        if self.reparam == "post_bn":
+            scale, shift = batchnorm_scale_shift(self.post_bn)
+            kernel, bias = kernel * scale.reshape(1, 1, -1, 1), bias * scale + shift
         return self.primary_conv.fused_weights() + [kernel, bias]
 
     def get_config(self) -> dict:

@@ -79,6 +79,8 @@ MODELS: dict[str, ModelSpec] = {
     **_ghost_family("repghostnet_repid", RepGhostNet, (0.5,), reparam="identity"),
     **_ghost_family("repghostnet_norep", RepGhostNet, (0.5,), reparam="none"),
     **_ghost_family("repghostnet_wo", RepGhostNet, (0.5,), shortcut=False),
+    # A quantization-friendly variant (docs/qat.md).
+    **_ghost_family("repghostnet_postbn", RepGhostNet, (0.5,), reparam="post_bn"),
     **_ghost_family("ghostnet", GhostNet, GHOSTNET_WIDTHS),
     **{
         f"g_ghost_regnetx_{variant}": ModelSpec(

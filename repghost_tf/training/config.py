@@ -23,7 +23,7 @@ BUILTIN_RECIPE = dict(
 # schedule without warm-up, weight decay, label smoothing or weight EMA (the EMA would average the
 # activation ranges' state too), distilled from the float model.
 QAT_RECIPE = dict(
-    epochs=3, warmup_epochs=0.0, base_lr=0.02, min_lr=0.0, weight_decay=0.0, ema_decay=0.0,
+    epochs=3, warmup_epochs=0.0, base_lr=0.005, min_lr=0.0, weight_decay=0.0, ema_decay=0.0,
     label_smoothing=0.0, randaugment=False,
 )
 
@@ -71,7 +71,7 @@ class TrainConfig:
     qat: bool = False
     init_from: str | None = None
     distill: bool = True
-    temperature: float = 1.0
+    temperature: float = 3.0
     freeze_ranges_at: float = 0.67
 
     def resolved_output_dir(self) -> str:
