@@ -5,9 +5,10 @@ layer runs int8 weights.
 Where the fake-quants go follows what the TFLite converter makes of the graph
 (docs/int8_arithmetic.md measures each rule): one `ActivationQuantizer` on the model input, on
 each conv output after its ReLU (never between the two, which the converter fuses), on each
-ADD, MEAN and MUL, one shared by a CONCATENATION's inputs and output, on both parts of a hard-sigmoid (after relu6(x + 3) and after
-the / 6), and on the logits; none after a PAD, Flatten or Dropout, which keep their input's grid.
-A tensor is quantized where it is consumed, so a ReLU always comes before its quantizer.
+ADD, MEAN and MUL, one shared by a CONCATENATION's inputs and output, on both parts of a
+hard-sigmoid (after relu6(x + 3) and after the / 6), and on the logits; none after a PAD, Flatten
+or Dropout, which keep their input's grid. A tensor is quantized where it is consumed, so a ReLU
+always comes before its quantizer.
 
     qat_model = quantize_model(float_model)   # train it: ranges follow the data, kernels round
     int8_ready = finalize(qat_model)          # ranges frozen, kernels and biases on their grids
@@ -68,8 +69,8 @@ def freeze_ranges(model: keras.Model) -> None:
 
 def quantize_model(model: keras.Model) -> keras.Model:
     """The QAT form of `model` (RepGhostNet or GhostNet, any width or ablation, in training or
-    deploy form), with its deploy weights. Its activation ranges are unset until it has run in training mode on data
-    (the first batch sets them; `calibrate` does that without training).
+    deploy form), with its deploy weights. Its activation ranges are unset until it has run in
+    training mode on data (the first batch sets them; `calibrate` does that without training).
 
     Raises UnsupportedModelError for a layer that has no quantized form.
     """
@@ -225,11 +226,10 @@ class _QuantizedGraph:
         )
 
     def _image_normalization(self, layer: ImageNormalization, x):
-        std = np.asarray(layer.std, np.float64)
+        kernel, bias = layer.kernel_and_bias()
         conv = layers.DepthwiseConv2D(1, name=layer.name, trainable=False)
-        conv.build((None, None, None, len(std)))
-        conv.set_weights([(1.0 / std).reshape(1, 1, -1, 1).astype(np.float32),
-                          (-np.asarray(layer.mean) / std).astype(np.float32)])
+        conv.build((None, None, None, len(bias)))
+        conv.set_weights([kernel, bias])
         return self.weights_layer(conv, x)
 
     def _conv_bn(self, layer: ConvBN, x):
@@ -297,17 +297,9 @@ class _QuantizedGraph:
             return self.add(x, inputs, f"{block.name}.add")
         return x
 
-    def _xblock(self, block: XBlock, x):
-        inputs = self.quantized(x)
-        x = self.relu(self._conv_bn(block.conv1, inputs), f"{block.name}.relu1")
-        x = self.relu(self._conv_bn(block.conv2, x), f"{block.name}.relu2")
-        x = self._conv_bn(block.conv3, x)
-        shortcut = self._conv_bn(block.downsample, inputs) if block.projection else inputs
-        return self.relu(self.add(x, shortcut, f"{block.name}.add"), f"{block.name}.relu")
-
-    def _g_ghost_stage(self, stage: GGhostStage, x):
+    def _g_ghost(self, layer: keras.layers.Layer, x):
         raise UnsupportedModelError(
-            f"{stage.name!r}: quantization-aware training of G-GhostNet stages is not built yet"
+            f"{layer.name!r}: quantization-aware training of G-GhostNet is not built yet"
         )
 
     def _global_pool(self, layer: layers.GlobalAveragePooling2D, x):
@@ -328,8 +320,7 @@ class _QuantizedGraph:
     _FORMS = (
         (ImageNormalization, _image_normalization),
         (_Bottleneck, _bottleneck),
-        (GGhostStage, _g_ghost_stage),
-        (XBlock, _xblock),
+        ((GGhostStage, XBlock), _g_ghost),
         (ConvBN, _conv_bn),
         (layers.ReLU, _activation),
         (layers.GlobalAveragePooling2D, _global_pool),

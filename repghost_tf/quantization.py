@@ -173,7 +173,8 @@ class _QuantizedWeights:
 
     channel_axis = -1
 
-    def _init_quantized(self, input_quantizer: str, round_weights: bool) -> None:
+    def __init__(self, *args, input_quantizer: str = "", round_weights: bool = True, **kwargs):
+        super().__init__(*args, **kwargs)
         self.input_quantizer = input_quantizer
         self.round_weights = round_weights
 
@@ -186,8 +187,8 @@ class _QuantizedWeights:
         kernel = round_to_weight_grid(kernel, self.channel_axis)
         return [kernel, round_bias(bias, input_scale, weight_scales(kernel, self.channel_axis))]
 
-    def _quantized_config(self, config: dict) -> dict:
-        return {**config, "input_quantizer": self.input_quantizer,
+    def get_config(self) -> dict:
+        return {**super().get_config(), "input_quantizer": self.input_quantizer,
                 "round_weights": self.round_weights}
 
 
@@ -195,16 +196,9 @@ class _QuantizedWeights:
 class QuantizedConv2D(_QuantizedWeights, GroupedConv2D):
     """A (grouped) Conv2D with int8 weights; see `_QuantizedWeights`."""
 
-    def __init__(self, *args, input_quantizer: str = "", round_weights: bool = True, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._init_quantized(input_quantizer, round_weights)
-
     def call(self, inputs):
         outputs = self.convolution_op(inputs, self.grid_kernel())
         return ops.add(outputs, ops.reshape(self.bias, (1, 1, 1, -1)))
-
-    def get_config(self) -> dict:
-        return self._quantized_config(super().get_config())
 
 
 @keras.saving.register_keras_serializable(package="repghost_tf")
@@ -213,10 +207,6 @@ class QuantizedDepthwiseConv2D(_QuantizedWeights, keras.layers.DepthwiseConv2D):
 
     channel_axis = 2  # the kernel is (height, width, channels, 1)
 
-    def __init__(self, *args, input_quantizer: str = "", round_weights: bool = True, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._init_quantized(input_quantizer, round_weights)
-
     def call(self, inputs):
         outputs = ops.depthwise_conv(
             inputs, self.grid_kernel(), strides=self.strides, padding=self.padding,
@@ -224,23 +214,13 @@ class QuantizedDepthwiseConv2D(_QuantizedWeights, keras.layers.DepthwiseConv2D):
         )
         return ops.add(outputs, ops.reshape(self.bias, (1, 1, 1, -1)))
 
-    def get_config(self) -> dict:
-        return self._quantized_config(super().get_config())
-
 
 @keras.saving.register_keras_serializable(package="repghost_tf")
 class QuantizedDense(_QuantizedWeights, keras.layers.Dense):
     """A Dense layer with int8 weights, one scale per output unit."""
 
-    def __init__(self, *args, input_quantizer: str = "", round_weights: bool = True, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._init_quantized(input_quantizer, round_weights)
-
     def call(self, inputs, training=None):
         return ops.add(ops.matmul(inputs, self.grid_kernel()), self.bias)
-
-    def get_config(self) -> dict:
-        return self._quantized_config(super().get_config())
 
 
 @keras.saving.register_keras_serializable(package="repghost_tf")

@@ -29,10 +29,15 @@ class ImageNormalization(layers.Layer):
         self.mean = tuple(float(m) for m in mean)
         self.std = tuple(float(s) for s in std)
 
-    def call(self, inputs):
+    def kernel_and_bias(self) -> tuple[np.ndarray, np.ndarray]:
+        """The 1x1 depthwise kernel (1, 1, channels, 1) and bias of the normalisation, float32."""
         std = np.asarray(self.std, np.float64)
-        kernel = ops.cast((1.0 / std).reshape(1, 1, -1, 1), inputs.dtype)
-        bias = ops.cast(-np.asarray(self.mean) / std, inputs.dtype)
+        kernel = (1.0 / std).reshape(1, 1, -1, 1)
+        return kernel.astype(np.float32), (-np.asarray(self.mean) / std).astype(np.float32)
+
+    def call(self, inputs):
+        kernel, bias = self.kernel_and_bias()
+        kernel, bias = ops.cast(kernel, inputs.dtype), ops.cast(bias, inputs.dtype)
         return ops.depthwise_conv(inputs, kernel, strides=1, padding="valid") + bias
 
     def get_config(self) -> dict:

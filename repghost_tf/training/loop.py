@@ -197,12 +197,14 @@ def _build_run(config: TrainConfig, strategy: tf.distribute.Strategy, splits: _S
         warmup_lr=config.warmup_lr,
         min_lr=config.min_lr,
     )
-    build = _architecture(config, splits.classes)
     with strategy.scope():
+        # A QAT run's float model, loaded under the strategy: the teacher too.
+        source = _float_source(config, splits.classes) if config.qat else None
+        build = _architecture(config, splits.classes, source)
         network = build()
         ema_network = build()
         ema_network.set_weights(network.get_weights())
-        teacher = _float_source(config, splits.classes) if config.qat and config.distill else None
+        teacher = source if config.distill else None
         trainer = EmaClassifier(
             network, ema_network, classes=splits.classes, ema_decay=config.ema_decay,
             weight_decay=config.weight_decay, label_smoothing=config.label_smoothing,
@@ -226,11 +228,12 @@ def _build_run(config: TrainConfig, strategy: tf.distribute.Strategy, splits: _S
                 trainer, schedule, checkpoints, steps_per_epoch, global_batch)
 
 
-def _architecture(config: TrainConfig, classes: int) -> Callable[[], keras.Model]:
+def _architecture(
+    config: TrainConfig, classes: int, source: keras.Model | None
+) -> Callable[[], keras.Model]:
     """Builds a fresh network of the run: the named architecture, or for a QAT run the QAT form
-    of the float model it starts from (with that model's weights)."""
-    if config.qat:
-        source = _float_source(config, classes)
+    of the float model `source` it starts from (with that model's weights)."""
+    if source is not None:
         return lambda: qat.quantize_model(source)
     return lambda: create_model(
         config.model,
