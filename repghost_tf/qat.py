@@ -5,10 +5,10 @@ layer runs int8 weights.
 Where the fake-quants go follows what the TFLite converter makes of the graph
 (docs/int8_arithmetic.md measures each rule): one `ActivationQuantizer` on the model input, on
 each conv output after its ReLU (never between the two, which the converter fuses), on each
-ADD, MEAN and MUL, one shared by a CONCATENATION's inputs and output, on both parts of a
-hard-sigmoid (after relu6(x + 3) and after the / 6), and on the logits; none after a PAD, Flatten
-or Dropout, which keep their input's grid. A tensor is quantized where it is consumed, so a ReLU
-always comes before its quantizer.
+ADD, MEAN and MUL, one shared by a CONCATENATION's inputs and output, on the squeeze-excite
+gate (relu6(x + 3); the deploy form moves its / 6 into the next conv), and on the logits; none
+after a PAD, Flatten or Dropout, which keep their input's grid. A tensor is quantized where it
+is consumed, so a ReLU always comes before its quantizer.
 
     qat_model = quantize_model(float_model)   # train it: ranges follow the data, kernels round
     int8_ready = finalize(qat_model)          # ranges frozen, kernels and biases on their grids
@@ -34,10 +34,10 @@ from repghost_tf.models.layers import (
 )
 from repghost_tf.quantization import (
     ActivationQuantizer,
-    MultiplyConstant,
     QuantizedConv2D,
     QuantizedDense,
     QuantizedDepthwiseConv2D,
+    QuantizedImageNormalization,
 )
 
 QUANTIZED_WEIGHT_LAYERS = (QuantizedConv2D, QuantizedDepthwiseConv2D, QuantizedDense)
@@ -183,12 +183,14 @@ class _QuantizedGraph:
             self.grids[id(output)] = self.grids[id(x)]
         return self.named(output, name)
 
-    def weights_layer(self, source: keras.layers.Layer, x, bias_shift: float = 0.0):
+    def weights_layer(self, source: keras.layers.Layer, x, twin_class: type | None = None):
         """`source` (Conv2D, DepthwiseConv2D or Dense, with bias) applied to `x` quantized, as
-        its int8-weight twin, with `bias_shift` added to its bias."""
+        its int8-weight twin (of `twin_class` if given)."""
         x = self.quantized(x)
         config = {**source.get_config(), "input_quantizer": self.grids[id(x)]}
-        if isinstance(source, layers.DepthwiseConv2D):
+        if twin_class is not None:
+            twin = twin_class.from_config(config)
+        elif isinstance(source, layers.DepthwiseConv2D):
             twin = QuantizedDepthwiseConv2D.from_config(config)
         elif isinstance(source, layers.Conv2D):
             twin = QuantizedConv2D.from_config(config)
@@ -204,8 +206,7 @@ class _QuantizedGraph:
         if not source.use_bias:
             raise UnsupportedModelError(f"{source.name!r} has no bias (is the model fused?)")
         output = twin(x)
-        kernel, bias = source.get_weights()
-        twin.set_weights([kernel, bias + np.float32(bias_shift)])
+        twin.set_weights(source.get_weights())
         twin.trainable = source.trainable
         return self.named(output, twin.name)
 
@@ -230,7 +231,7 @@ class _QuantizedGraph:
         conv = layers.DepthwiseConv2D(1, name=layer.name, trainable=False)
         conv.build((None, None, None, len(bias)))
         conv.set_weights([kernel, bias])
-        return self.weights_layer(conv, x)
+        return self.weights_layer(conv, x, QuantizedImageNormalization)
 
     def _conv_bn(self, layer: ConvBN, x):
         if layer._explicit_padding:
@@ -266,18 +267,20 @@ class _QuantizedGraph:
         return output
 
     def _squeeze_excite(self, se: SqueezeExcite, x):
+        if not se.scaled_gate:
+            raise UnsupportedModelError(
+                f"{se.name!r} keeps its hard-sigmoid's / 6 (a deploy model saved before the gate "
+                "was folded): fuse its training-form model again"
+            )
         x = self.quantized(x)
         z = layers.GlobalAveragePooling2D(keepdims=True, name=f"{se.name}.pool")(x)
         z = self.named(z, f"{se.name}.pool")
         z = self.relu(self.weights_layer(se.conv_reduce, z), f"{se.name}.reduce_relu")
-        # hard_sigmoid(x) = relu6(x + 3) / 6. The converter folds the + 3 into the conv's bias,
-        # so the QAT form does too: its int32 bias then rounds as the file's does.
-        z = self.weights_layer(se.conv_expand, z, bias_shift=3.0)
-        z = self.relu(z, f"{se.name}.gate_relu6", max_value=6.0)
-        gate = MultiplyConstant(1.0 / 6.0, name=f"{se.name}.gate")(self.quantized(z))
-        gate = self.named(gate, f"{se.name}.gate")
+        # The deploy form's gate is relu6(z + 3) with the + 3 in conv_expand's bias; the next
+        # conv's kernel holds the / 6.
+        z = self.relu(self.weights_layer(se.conv_expand, z), f"{se.name}.gate", max_value=6.0)
         return self.named(
-            layers.Multiply(name=f"{se.name}.excite")([x, self.quantized(gate)]), f"{se.name}.excite"
+            layers.Multiply(name=f"{se.name}.excite")([x, self.quantized(z)]), f"{se.name}.excite"
         )
 
     def _bottleneck(self, block: _Bottleneck, x):

@@ -20,6 +20,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from repghost_tf.models.applications import per_channel_affine
 from repghost_tf.models.layers import GroupedConv2D
 
 QMIN, QMAX = -128, 127
@@ -216,23 +217,17 @@ class QuantizedDepthwiseConv2D(_QuantizedWeights, keras.layers.DepthwiseConv2D):
 
 
 @keras.saving.register_keras_serializable(package="repghost_tf")
+class QuantizedImageNormalization(QuantizedDepthwiseConv2D):
+    """The pixel normalisation (`ImageNormalization`'s 1x1 depthwise conv) with int8 weights,
+    laid out as `per_channel_affine` lays it out, so that it exports the same way."""
+
+    def call(self, inputs):
+        return per_channel_affine(inputs, self.grid_kernel(), self.bias)
+
+
+@keras.saving.register_keras_serializable(package="repghost_tf")
 class QuantizedDense(_QuantizedWeights, keras.layers.Dense):
     """A Dense layer with int8 weights, one scale per output unit."""
 
     def call(self, inputs, training=None):
         return ops.add(ops.matmul(inputs, self.grid_kernel()), self.bias)
-
-
-@keras.saving.register_keras_serializable(package="repghost_tf")
-class MultiplyConstant(keras.layers.Layer):
-    """x * value, one TFLite MUL: the "/ 6" of an int8 hard-sigmoid."""
-
-    def __init__(self, value: float, **kwargs):
-        super().__init__(**kwargs)
-        self.value = float(value)
-
-    def call(self, inputs):
-        return inputs * ops.cast(self.value, inputs.dtype)
-
-    def get_config(self) -> dict:
-        return {**super().get_config(), "value": self.value}

@@ -15,6 +15,8 @@ import repghost_tf
 from repghost_tf import litert, runs
 from repghost_tf.export import pipeline
 from repghost_tf.export import tflite
+from repghost_tf.fusion import walk_layers
+from repghost_tf.models.layers import ConvBN
 from helpers import randomize_batchnorms, random_images, relative_error, user_environment
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -78,9 +80,9 @@ def test_op_histograms(repghostnet_050, tmp_path):
     )
     assert "CONCATENATION" not in fused_ops
     assert not any(name.startswith("Flex") for name in fused_ops)
-    # The pixel normalisation is one DEPTHWISE_CONV_2D, not a SUB and a MUL over the image: the
-    # only MULs left are the two of each of the seven squeeze-excites (hard-sigmoid's /6, gate).
-    assert "SUB" not in fused_ops and fused_ops["MUL"] == 2 * 7
+    # The pixel normalisation is one DEPTHWISE_CONV_2D, not a SUB and a MUL over the image, and
+    # each of the seven squeeze-excites has one MUL (its gate; hard-sigmoid's / 6 is folded).
+    assert "SUB" not in fused_ops and fused_ops["MUL"] == 7
     assert sum(fused_ops.values()) < sum(unfused_ops.values())
     assert fused_ops["DEPTHWISE_CONV_2D"] == unfused_ops["DEPTHWISE_CONV_2D"]
     # Fixed batch 1: no dynamic-shape arithmetic in front of the classifier.
@@ -88,6 +90,26 @@ def test_op_histograms(repghostnet_050, tmp_path):
     assert ghostnet_ops["CONCATENATION"] == 2 * 16
     (tmp_path / "fused.tflite").write_bytes(fused)
     assert tflite.op_histogram(tmp_path / "fused.tflite") == fused_ops
+
+
+def test_static_graph_normalises_pixels_in_one_wide_depthwise_conv(repghostnet_050):
+    """At a fixed input size the normalisation runs on (224, 1, 224 x 3): XNNPACK's depthwise
+    kernel works on 16-32 channels per tile, and three would leave most of every tile empty.
+    Every PAD is a stride-2 conv's (PyTorch pads top and left, TFLite's SAME bottom and right)."""
+    _, fused = repghostnet_050
+    interpreter = litert.make_interpreter(fused)
+    shapes = {t["index"]: t["shape"].tolist() for t in interpreter.get_tensor_details()}
+    ops = interpreter._get_ops_details()
+    first = next(op for op in ops if op["op_name"] == "DEPTHWISE_CONV_2D")
+    assert shapes[first["inputs"][0]] == [1, 224, 1, 224 * 3]
+    assert tflite.op_histogram(fused)["RESHAPE"] == 2
+    consumers = {int(t): op for op in ops for t in op["inputs"]}
+    pads = [op for op in ops if op["op_name"] == "PAD"]
+    strided = [layer for layer in walk_layers(repghostnet_050[0])
+               if isinstance(layer, ConvBN) and layer.strides == 2]
+    assert len(pads) == len(strided) == 9
+    for pad in pads:
+        assert consumers[int(pad["outputs"][0])]["op_name"] in ("CONV_2D", "DEPTHWISE_CONV_2D")
 
 
 @pytest.fixture(scope="module")

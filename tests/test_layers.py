@@ -66,6 +66,35 @@ def test_bottleneck_fuses(strides, out_channels, se_ratio):
     assert relative_error(deployed(x, training=False), expected) < 1e-6
 
 
+def test_squeeze_excite_gate_folds_into_the_next_conv():
+    """Deploy form: the SE gate is relu6 with the + 3 in conv_expand's bias, and the / 6 sits in
+    the second ghost module's 1x1 kernel; without `fold_se_gate` (and in deploy models saved
+    before it existed) the gate stays a hard-sigmoid."""
+    x = _random_input()
+    fused, weights = {}, None
+    for fold in (True, False):
+        model = _single_layer_model(RepGhostBottleneck(36, 24, 3, 2, 0.25, fold_se_gate=fold,
+                                                       name="b"))
+        if weights is None:
+            randomize_batchnorms(model, seed=4)
+            weights = model.get_weights()
+        model.set_weights(weights)
+        expected = model(x, training=False).numpy()
+        fused[fold] = repghost_tf.fuse(model).get_layer("b")
+        assert fused[fold].se.scaled_gate == fold
+        assert relative_error(fused[fold](x, training=False), expected) < 1e-6
+    folded, plain = fused[True], fused[False]
+    np.testing.assert_allclose(
+        folded.se.conv_expand.bias.numpy() - 3.0, plain.se.conv_expand.bias.numpy(), atol=1e-6
+    )
+    np.testing.assert_allclose(
+        6.0 * folded.ghost2.primary_conv.conv.kernel.numpy(),
+        plain.ghost2.primary_conv.conv.kernel.numpy(), rtol=1e-6,
+    )
+    old_config = {k: v for k, v in folded.get_config().items() if k != "fold_se_gate"}
+    assert RepGhostBottleneck.from_config(old_config).fold_se_gate is False
+
+
 def test_stride_two_pads_symmetrically_like_pytorch():
     """A 3x3 stride-2 conv must see the input's top-left corner at its kernel centre."""
     layer = ConvBN(1, 3, 2, deploy=True, name="c")

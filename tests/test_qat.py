@@ -16,7 +16,7 @@ import repghost_tf
 from repghost_tf import litert, qat
 from repghost_tf.export.tflite import convert, op_histogram
 from repghost_tf.fusion import walk_layers
-from repghost_tf.quantization import ActivationQuantizer
+from repghost_tf.quantization import ActivationQuantizer, QuantizedImageNormalization
 
 from helpers import randomize_batchnorms, user_environment
 
@@ -108,7 +108,12 @@ def test_int8_file_holds_the_rounded_weights(exported):
     interpreter, tensors, ops = _interpreter_tensors(flatbuffer)
     keras_kernels = {}
     for layer in final.layers:
-        if isinstance(layer, qat.QUANTIZED_WEIGHT_LAYERS):
+        if isinstance(layer, QuantizedImageNormalization):
+            # The file runs the normalisation over (height, 1, width x 3): its kernel, tiled.
+            width = final.input_shape[2] or interpreter.get_input_details()[0]["shape"][2]
+            kernel = np.tile(layer.get_weights()[0], (1, 1, width, 1))
+            keras_kernels.setdefault(kernel.shape, []).append(kernel)
+        elif isinstance(layer, qat.QUANTIZED_WEIGHT_LAYERS):
             kernel = layer.get_weights()[0]
             keras_kernels.setdefault(kernel.shape, []).append(kernel)
     checked = 0

@@ -36,12 +36,29 @@ class ImageNormalization(layers.Layer):
         return kernel.astype(np.float32), (-np.asarray(self.mean) / std).astype(np.float32)
 
     def call(self, inputs):
-        kernel, bias = self.kernel_and_bias()
-        kernel, bias = ops.cast(kernel, inputs.dtype), ops.cast(bias, inputs.dtype)
-        return ops.depthwise_conv(inputs, kernel, strides=1, padding="valid") + bias
+        kernel, bias = (ops.cast(w, inputs.dtype) for w in self.kernel_and_bias())
+        return per_channel_affine(inputs, kernel, bias)
 
     def get_config(self) -> dict:
         return {**super().get_config(), "mean": self.mean, "std": self.std}
+
+
+def per_channel_affine(inputs, kernel, bias):
+    """inputs * kernel + bias per channel, as a 1x1 depthwise conv (kernel (1, 1, channels, 1)).
+
+    When the image's height and width are static (an exported model), the conv runs on the image
+    reshaped to (height, 1, width x channels) with the constants tiled: the same products and
+    sums, but XNNPACK's depthwise kernel, which works on tiles of 16-32 channels, is not left
+    running three channels per tile at every pixel (2.5x faster at 224 px in float32, 4x in int8,
+    docs/int8_latency_x86.md).
+    """
+    height, width, channels = inputs.shape[1:]
+    if height is None or width is None:
+        return ops.depthwise_conv(inputs, kernel, strides=1, padding="valid") + bias
+    wide = ops.reshape(inputs, (-1, height, 1, width * channels))
+    wide = ops.depthwise_conv(wide, ops.tile(kernel, (1, 1, width, 1)), 1, "valid")
+    wide = wide + ops.tile(bias, (width,))
+    return ops.reshape(wide, (-1, height, width, channels))
 
 
 def check_arguments(

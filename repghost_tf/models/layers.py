@@ -28,6 +28,10 @@ from repghost_tf.fusion import FusableLayer
 
 REPARAM_BRANCHES = ("bn", "identity", "none", "post_bn")
 
+# hard_sigmoid(z) = relu6(z + HARD_SIGMOID_SHIFT) / HARD_SIGMOID_SCALE
+HARD_SIGMOID_SHIFT = 3.0
+HARD_SIGMOID_SCALE = 6.0
+
 _register = keras.saving.register_keras_serializable(package="repghost_tf")
 
 
@@ -186,12 +190,19 @@ class ConvBN(FusableLayer):
 
 @_register
 class SqueezeExcite(layers.Layer):
-    """Squeeze-and-excitation with a hard-sigmoid gate, channels reduced to a multiple of 4."""
+    """Squeeze-and-excitation with a hard-sigmoid gate, channels reduced to a multiple of 4.
 
-    def __init__(self, ratio: float = 0.25, divisor: int = 4, **kwargs):
+    hard_sigmoid(z) = relu6(z + 3) / 6. With `scaled_gate` (the form a deploy bottleneck builds)
+    the gate is relu6(z) and conv_expand's bias holds the + 3 (`fused_weights`): the layer then
+    outputs 6 times the training form's output, and the bottleneck folds the 1 / 6 into the 1x1
+    conv that follows. TFLite runs that gate as one conv with a fused RELU6, with no MUL by 1/6.
+    """
+
+    def __init__(self, ratio: float = 0.25, divisor: int = 4, scaled_gate: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.ratio = ratio
         self.divisor = divisor
+        self.scaled_gate = scaled_gate
 
     def build(self, input_shape):
         channels = input_shape[-1]
@@ -203,11 +214,20 @@ class SqueezeExcite(layers.Layer):
 
     def call(self, inputs):
         squeezed = ops.mean(inputs, axis=(1, 2), keepdims=True)
-        squeezed = ops.relu(self.conv_reduce(squeezed))
-        return inputs * ops.hard_sigmoid(self.conv_expand(squeezed))
+        squeezed = self.conv_expand(ops.relu(self.conv_reduce(squeezed)))
+        gate = ops.relu6(squeezed) if self.scaled_gate else ops.hard_sigmoid(squeezed)
+        return inputs * gate
+
+    def fused_weights(self) -> list[np.ndarray]:
+        """The weights of the `scaled_gate` form: the + 3 moved into conv_expand's bias."""
+        if self.scaled_gate:
+            return self.get_weights()
+        reduce_kernel, reduce_bias, expand_kernel, expand_bias = self.get_weights()
+        return [reduce_kernel, reduce_bias, expand_kernel, expand_bias + HARD_SIGMOID_SHIFT]
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "ratio": self.ratio, "divisor": self.divisor}
+        return {**super().get_config(), "ratio": self.ratio, "divisor": self.divisor,
+                "scaled_gate": self.scaled_gate}
 
 
 @_register
@@ -355,7 +375,12 @@ class GhostModule(FusableLayer):
 class _Bottleneck(FusableLayer):
     """The bottleneck both nets share: ghost module (ReLU) -> [strided depthwise conv] -> [SE] ->
     ghost module (linear) -> + shortcut, the shortcut being the identity when shapes allow and a
-    depthwise kxk + 1x1 conv pair otherwise. Subclasses choose the ghost module."""
+    depthwise kxk + 1x1 conv pair otherwise. Subclasses choose the ghost module.
+
+    In deploy form with `fold_se_gate`, the SE's hard-sigmoid loses its / 6 (a `scaled_gate`) and
+    the second ghost module's 1x1 conv takes it instead, in its kernel: same outputs, one TFLite
+    MUL fewer per SE. Deploy-form models saved before this option existed load without it.
+    """
 
     def __init__(
         self,
@@ -364,6 +389,7 @@ class _Bottleneck(FusableLayer):
         kernel_size: int = 3,
         strides: int = 1,
         se_ratio: float = 0.0,
+        fold_se_gate: bool = True,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -372,6 +398,11 @@ class _Bottleneck(FusableLayer):
         self.kernel_size = kernel_size
         self.strides = strides
         self.se_ratio = se_ratio
+        self.fold_se_gate = fold_se_gate
+
+    @classmethod
+    def from_config(cls, config: dict):
+        return super().from_config({"fold_se_gate": False, **config})
 
     def _ghost_module(self, filters: int, relu: bool, name: str) -> FusableLayer:
         raise NotImplementedError
@@ -399,7 +430,9 @@ class _Bottleneck(FusableLayer):
             self.conv_dw.build(mid)
         self.se = None
         if self.se_ratio:
-            self.se = SqueezeExcite(self.se_ratio, name=f"{self.name}.se")
+            self.se = SqueezeExcite(
+                self.se_ratio, scaled_gate=self._scaled_se_gate(), name=f"{self.name}.se"
+            )
             self.se.build(mid)
         self.ghost2 = self._ghost_module(self.out_channels, False, f"{self.name}.ghost2")
         self.ghost2.build(mid)
@@ -439,13 +472,22 @@ class _Bottleneck(FusableLayer):
             return x + self.shortcut_pw(shortcut, training=training)
         return x + inputs if self._keeps_identity_shortcut() else x
 
+    def _scaled_se_gate(self) -> bool:
+        return self.deploy and self.fold_se_gate
+
     def fused_weights(self) -> list[np.ndarray]:
+        if self.deploy:
+            return self.get_weights()
         weights = self.ghost1.fused_weights()
         if self.conv_dw is not None:
             weights += self.conv_dw.fused_weights()
-        if self.se is not None:
+        ghost2 = self.ghost2.fused_weights()
+        if self.se is not None and self.fold_se_gate:
+            weights += self.se.fused_weights()
+            ghost2[0] = ghost2[0] / HARD_SIGMOID_SCALE  # the 1x1 conv's kernel
+        elif self.se is not None:
             weights += self.se.get_weights()
-        weights += self.ghost2.fused_weights()
+        weights += ghost2
         if not self.identity_shortcut:
             weights += self.shortcut_dw.fused_weights() + self.shortcut_pw.fused_weights()
         return weights
@@ -458,6 +500,7 @@ class _Bottleneck(FusableLayer):
             "kernel_size": self.kernel_size,
             "strides": self.strides,
             "se_ratio": self.se_ratio,
+            "fold_se_gate": self.fold_se_gate,
         }
 
 
