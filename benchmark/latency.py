@@ -1,5 +1,7 @@
 """Host latency of the exported TFLite models in the LiteRT interpreter (XNNPACK on), with the
-same architectures from timm in ONNX Runtime as the peer a user would otherwise deploy with.
+same architectures from timm as the peers a user would otherwise deploy: in ONNX Runtime, and
+converted to TFLite by litert-torch (--litert_torch_python; it needs its own environment, see
+benchmark/litert_torch_export.py).
 
 Method as benchmark_model's: for each model and thread count, create the interpreter (init time),
 one first run, --warmup_runs untimed runs, then --num_runs timed runs of invoke() on a fixed
@@ -19,6 +21,7 @@ import contextlib
 import importlib.util
 import io
 import os
+import subprocess
 import sys
 import time
 from typing import Callable, Sequence
@@ -46,6 +49,13 @@ _PEER = flags.DEFINE_boolean(
     "Also time the same architecture from timm, fused and exported to ONNX, in ONNX Runtime "
     "(where torch, timm, onnx and onnxruntime are installed).",
 )
+_LITERT_TORCH_PYTHON = flags.DEFINE_string(
+    "litert_torch_python", None,
+    "Python of a virtual environment with benchmark/requirements-litert-torch.txt installed: "
+    "also time timm's fused model converted by litert-torch, at each precision of ours.",
+)
+LITERT_TORCH_EXPORT = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                   "litert_torch_export.py")
 
 
 def time_runs(
@@ -72,7 +82,10 @@ def time_tflite(path: str, threads: int, warmup_runs: int, num_runs: int) -> dic
     interpreter = litert.make_interpreter(path, num_threads=threads)
     init_ms = (time.perf_counter_ns() - start) / 1e6
     detail = interpreter.get_input_details()[0]
-    image = export.random_images(detail["shape"][1], 1, seed=1)
+    channels_first = detail["shape"][1] == 3 and detail["shape"][3] != 3  # litert-torch's NCHW
+    image = export.random_images(detail["shape"][2 if channels_first else 1], 1, seed=1)
+    if channels_first:
+        image = image.transpose(0, 3, 1, 2).copy()
     interpreter.set_tensor(detail["index"], litert.quantize_input(image, detail))
     first_ms, stats = time_runs(interpreter.invoke, warmup_runs, num_runs)
     partitions, left = litert.delegation(interpreter)
@@ -115,6 +128,33 @@ def export_onnx(name: str, path: str, image_size: int) -> None:
     write_bytes(path, buffer.getvalue())
 
 
+def export_litert_torch(python: str, name: str, precision: str, path: str, image_size: int) -> None:
+    """timm's fused model converted by litert-torch, run in the environment of `python`."""
+    command = [python, LITERT_TORCH_EXPORT, f"--model={catalog.timm_name(name)}",
+               f"--output={path}", f"--precision={precision}", f"--image_size={image_size}"]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0 or not os.path.isfile(path):
+        lines = (done.stderr or done.stdout).strip().splitlines() or ["no output"]
+        raise tflite.ExportError(f"litert-torch could not convert {name}: {lines[-1]}")
+
+
+def litert_torch_version(python: str) -> str:
+    """The litert-torch version installed in the environment of `python`."""
+    try:
+        done = subprocess.run(
+            [python, "-c", "from importlib import metadata; print(metadata.version('litert-torch'))"],
+            capture_output=True, text=True, check=False,
+        )
+    except OSError:
+        done = None
+    if done is None or done.returncode != 0:
+        raise common_flags.FlagError(
+            f"--litert_torch_python={python} has no litert-torch; install "
+            "benchmark/requirements-litert-torch.txt into its environment"
+        )
+    return done.stdout.strip()
+
+
 def time_onnxruntime(path: str, threads: int, warmup_runs: int, num_runs: int) -> dict[str, float]:
     """Like time_tflite, for an ONNX file in ONNX Runtime's CPU provider with all graph
     optimizations (which fold the remaining BatchNorms) and `threads` intra-op threads."""
@@ -155,11 +195,12 @@ def benchmark(
     num_runs: int,
     model_dir: str,
     peer: bool,
+    litert_torch_python: str | None = None,
     reuse_exports: bool = False,
     log: Callable[[str], None] = print,
 ) -> list[Result]:
-    """Exports every model (and its ONNX peer) into `model_dir`, or reuses the files there,
-    then times each at each thread count."""
+    """Exports every model (and its peers) into `model_dir`, or reuses the files there, then
+    times each at each thread count, each peer right after the row of ours it is compared with."""
     exported = [
         item
         for name in names
@@ -167,20 +208,31 @@ def benchmark(
             name, forms, precisions, image_size, model_dir, log, reuse=reuse_exports
         )
     ]
-    peers = {}
-    if peer and "float32" in precisions and "fused" in forms:
+    peers = {}  # (runtime, model, precision) -> file
+    if (peer or litert_torch_python) and "fused" in forms:
         import timm
 
         for name in dict.fromkeys(item.model for item in exported):
             if not timm.is_model(catalog.timm_name(name)):
-                log(f"no ONNX Runtime peer for {name}: timm has no {catalog.timm_name(name)}")
+                log(f"no peer for {name}: timm has no {catalog.timm_name(name)}")
                 continue
-            peers[name] = os.path.join(model_dir, f"{name}-timm.onnx")
-            if reuse_exports and os.path.isfile(peers[name]):
-                log(f"reused {peers[name]}")
-                continue
-            export_onnx(name, peers[name], image_size)
-            log(f"exported {catalog.timm_name(name)} (timm, fused) to ONNX")
+            wanted = []
+            if peer and "float32" in precisions:
+                wanted.append(("onnxruntime", "float32", f"{name}-timm.onnx"))
+            if litert_torch_python:
+                wanted += [("litert-torch", precision, f"{name}-litert-torch-{precision}.tflite")
+                           for precision in precisions]
+            for runtime, precision, filename in wanted:
+                path = peers[runtime, name, precision] = os.path.join(model_dir, filename)
+                if reuse_exports and os.path.isfile(path):
+                    log(f"reused {path}")
+                elif runtime == "onnxruntime":
+                    export_onnx(name, path, image_size)
+                    log(f"exported {catalog.timm_name(name)} (timm, fused) to ONNX")
+                else:
+                    export_litert_torch(litert_torch_python, name, precision, path, image_size)
+                    log(f"converted {catalog.timm_name(name)} (timm, fused) with litert-torch, "
+                        f"{precision}")
 
     results = []
     for item in exported:
@@ -197,17 +249,22 @@ def benchmark(
             results.append(ours)
             log(f"{item.stem} threads={count}: median {ours.median_ms:.2f} ms "
                 f"(p5 {ours.p5_ms:.2f}, p95 {ours.p95_ms:.2f})")
-            if item.model in peers and (item.form, item.precision) == ("fused", "float32"):
+            if item.form != "fused":
+                continue
+            for runtime in results_io.PEER_COLUMNS:
+                path = peers.get((runtime, item.model, item.precision))
+                if path is None:
+                    continue
                 # Right after ours, so that both see the same machine conditions.
-                path = peers[item.model]
+                measure = time_onnxruntime if runtime == "onnxruntime" else time_tflite
                 theirs = _timed(
-                    {**common, "form": "fused", "precision": "float32", "runtime": "onnxruntime",
+                    {**common, "form": "fused", "precision": item.precision, "runtime": runtime,
                      "size_bytes": os.path.getsize(path), "params": None},
-                    lambda: time_onnxruntime(path, count, warmup_runs, num_runs),
+                    lambda: measure(path, count, warmup_runs, num_runs),
                 )
                 results.append(theirs)
-                log(f"{item.model} (ONNX Runtime) threads={count}: median {theirs.median_ms:.2f} ms, "
-                    f"TFLite / ORT {ours.median_ms / theirs.median_ms:.2f}")
+                log(f"{item.model} ({runtime}, {item.precision}) threads={count}: median "
+                    f"{theirs.median_ms:.2f} ms, ours / theirs {ours.median_ms / theirs.median_ms:.2f}")
     return results
 
 
@@ -227,6 +284,12 @@ def main(argv: list[str]) -> None:
     if settings["mobilenetv3"] == "closest":
         names = export.with_closest_mobilenetv3(names, settings["image_size"])
     environment = results_io.host_environment()
+    if _LITERT_TORCH_PYTHON.value:
+        try:
+            version = litert_torch_version(_LITERT_TORCH_PYTHON.value)
+        except common_flags.FlagError as error:
+            sys.exit(f"error: {error}")
+        environment["packages"]["litert-torch"] = version
     load_before = _load_average()
     try:
         results = benchmark(
@@ -234,13 +297,15 @@ def main(argv: list[str]) -> None:
             threads=settings["threads"], image_size=settings["image_size"],
             warmup_runs=settings["warmup_runs"], num_runs=settings["num_runs"],
             model_dir=common_flags.model_dir(output_dir), peer=peer,
-            reuse_exports=settings["reuse_exports"],
+            litert_torch_python=_LITERT_TORCH_PYTHON.value, reuse_exports=settings["reuse_exports"],
         )
     except tflite.ExportError as error:
         sys.exit(f"error: {error}")
     environment["load_average"] = f"{load_before} / {_load_average()}"
     document = results_io.make_document(
-        "host", environment, {**settings, "models": names, "peer": peer}, results
+        "host", environment,
+        {**settings, "models": names, "peer": peer,
+         "litert_torch": bool(_LITERT_TORCH_PYTHON.value)}, results
     )
     if base is not None:
         document = results_io.merge_documents(base, document)

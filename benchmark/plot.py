@@ -52,7 +52,7 @@ def points(
     TFLite rows of the chosen configuration that have a top-1."""
     families = collections.defaultdict(list)
     for r in results:
-        if r.runtime == results_io.PEER_RUNTIME or (r.threads, r.precision, r.form) != (threads, precision, form):
+        if r.runtime in results_io.PEER_COLUMNS or (r.threads, r.precision, r.form) != (threads, precision, form):
             continue
         top1 = measured.get(r.model, catalog.published_top1(r.model))
         if top1 is None:

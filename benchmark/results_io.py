@@ -24,10 +24,12 @@ import numpy as np
 
 SCHEMA_VERSION = 1
 KINDS = ("host", "device")
-RUNTIMES = ("litert", "onnxruntime", "benchmark_model")
+RUNTIMES = ("litert", "onnxruntime", "litert-torch", "benchmark_model")
 FORMS = ("unfused", "fused")
 PRECISIONS = ("float32", "int8")
-PEER_RUNTIME = "onnxruntime"
+# The peers a row of ours is compared with: timm's model of the same architecture in ONNX Runtime
+# (float32), and converted by litert-torch (float32 and int8, timed in LiteRT like ours).
+PEER_COLUMNS = {"onnxruntime": "ORT", "litert-torch": "litert-torch"}
 _VERSIONED_PACKAGES = (
     "tensorflow", "tensorflow-cpu", "keras", "ai-edge-litert", "numpy", "onnxruntime", "onnx",
     "torch", "timm",
@@ -218,34 +220,36 @@ def _ms(value: float | None) -> str:
 
 
 def markdown_table(results: Sequence[Result]) -> str:
-    """One row per timed TFLite configuration. Where an ONNX Runtime time of the same model and
-    thread count exists, the fused float32 row also shows it and TFLite median / ORT median."""
-    peers = {(r.model, r.threads): r for r in results if r.runtime == PEER_RUNTIME}
+    """One row per timed TFLite configuration of ours. Where a peer's time of the same model,
+    precision and thread count exists, the fused row also shows it and our median / theirs."""
+    peers = {
+        (r.runtime, r.model, r.precision, r.threads): r for r in results if r.runtime in PEER_COLUMNS
+    }
+    runtimes = [runtime for runtime in PEER_COLUMNS if any(key[0] == runtime for key in peers)]
     header = [
         "model", "form", "precision", "threads", "size (MB)", "MMACs", "median (ms)",
         "p5 (ms)", "p95 (ms)", "mean (ms)", "std (ms)",
     ]
-    if peers:
-        header += ["ORT median (ms)", "TFLite / ORT"]
-    fallback = any(r.outside_xnnpack for r in results)
+    for runtime in runtimes:
+        header += [f"{PEER_COLUMNS[runtime]} median (ms)", f"TFLite / {PEER_COLUMNS[runtime]}"]
+    fallback = any(r.outside_xnnpack for r in results if r.runtime not in PEER_COLUMNS)
     if fallback:
         header.append("outside XNNPACK")
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in results:
-        if r.runtime == PEER_RUNTIME:
+        if r.runtime in PEER_COLUMNS:
             continue
         row = [
             r.model, r.form, r.precision, str(r.threads), f"{r.size_bytes / 1e6:.2f}",
             "–" if r.macs is None else f"{r.macs / 1e6:.1f}", _ms(r.median_ms), _ms(r.p5_ms),
             _ms(r.p95_ms), _ms(r.mean_ms), _ms(r.std_ms),
         ]
-        if peers:
-            peer = peers.get((r.model, r.threads))
-            comparable = peer is not None and (r.form, r.precision) == ("fused", "float32")
-            ours = r.median_ms if r.median_ms is not None else r.mean_ms
+        ours = r.median_ms if r.median_ms is not None else r.mean_ms
+        for runtime in runtimes:
+            peer = peers.get((runtime, r.model, r.precision, r.threads))
             row += (
                 [_ms(peer.median_ms), f"{ours / peer.median_ms:.2f}"]
-                if comparable else ["", ""]
+                if peer is not None and r.form == "fused" else ["", ""]
             )
         if fallback:
             row.append(r.outside_xnnpack or "")

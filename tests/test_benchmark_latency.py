@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 
 import pytest
 from absl import flags
@@ -66,6 +67,18 @@ def test_unknown_model_is_a_one_line_error(tmp_path, capsys):
             latency.main([])
     assert str(exit_info.value).startswith("error: unknown model 'resnet_050'; choose from")
     assert "\n" not in str(exit_info.value) and not list(tmp_path.iterdir())
+
+
+def test_litert_torch_peer_needs_its_environment(tmp_path):
+    """Without litert-torch in the given Python's environment: one line, nothing written."""
+    for python in (sys.executable, str(tmp_path / "no-such-python")):
+        with flagsaver.flagsaver(models=["repghostnet_050"], litert_torch_python=python,
+                                 output_dir=str(tmp_path / "run")):
+            with pytest.raises(SystemExit) as exit_info:
+                latency.main([])
+        message = str(exit_info.value)
+        assert message.startswith(f"error: --litert_torch_python={python} has no litert-torch")
+        assert "\n" not in message and not (tmp_path / "run").exists()
 
 
 def test_bad_thread_count_is_an_error():

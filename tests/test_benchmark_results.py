@@ -98,6 +98,22 @@ def test_merge_replaces_same_configuration_and_keeps_the_rest(tmp_path):
         results_io.merge_documents(previous, {**later, "kind": "device"})
 
 
+def test_markdown_compares_each_precision_with_litert_torch():
+    rows = [
+        result(),
+        result(precision="int8", median_ms=4.0),
+        result(runtime="litert-torch", params=None, median_ms=2.0, xnnpack_partitions=1),
+        result(runtime="litert-torch", precision="int8", params=None, median_ms=5.0),
+        result(runtime="onnxruntime", params=None, median_ms=6.0, xnnpack_partitions=None),
+    ]
+    table = results_io.markdown_table(rows).splitlines()
+    assert table[0].endswith(
+        "| ORT median (ms) | TFLite / ORT | litert-torch median (ms) | TFLite / litert-torch |")
+    assert table[2].endswith("| 3.00 | 2.90 | 3.60 | 3.10 | 0.20 | 6.00 | 0.50 | 2.00 | 1.50 |")
+    assert table[3].endswith("| 4.00 | 2.90 | 3.60 | 3.10 | 0.20 |  |  | 5.00 | 0.80 |")
+    assert len(table) == 4
+
+
 def test_markdown_without_a_peer_has_no_ratio_columns():
     table = results_io.markdown_table([result()])
     assert "ORT" not in table and "XNNPACK" not in table and table.count("\n") == 3
