@@ -16,6 +16,7 @@ import keras
 import numpy as np
 
 import repghost_tf
+from repghost_tf import litert
 from repghost_tf.atomic_files import write_bytes
 from repghost_tf.export import tflite
 from repghost_tf.fusion import walk_layers
@@ -114,6 +115,17 @@ def random_images(image_size: int, count: int, seed: int = 0) -> np.ndarray:
     """Raw RGB pixels in [0, 255]; enough to calibrate int8 for timing, not for accuracy."""
     rng = np.random.default_rng(seed)
     return rng.uniform(0, 255, (count, image_size, image_size, 3)).astype(np.float32)
+
+
+def set_random_image(interpreter) -> None:
+    """Sets a `random_images` image as `interpreter`'s input, in its input type and layout
+    (NHWC, or NCHW as litert-torch's files take it)."""
+    detail = interpreter.get_input_details()[0]
+    channels_first = detail["shape"][1] == 3 and detail["shape"][3] != 3
+    image = random_images(detail["shape"][2 if channels_first else 1], 1, seed=1)
+    if channels_first:
+        image = image.transpose(0, 3, 1, 2).copy()
+    interpreter.set_tensor(detail["index"], litert.quantize_input(image, detail))
 
 
 def export_model(

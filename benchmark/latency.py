@@ -81,12 +81,7 @@ def time_tflite(path: str, threads: int, warmup_runs: int, num_runs: int) -> dic
     start = time.perf_counter_ns()
     interpreter = litert.make_interpreter(path, num_threads=threads)
     init_ms = (time.perf_counter_ns() - start) / 1e6
-    detail = interpreter.get_input_details()[0]
-    channels_first = detail["shape"][1] == 3 and detail["shape"][3] != 3  # litert-torch's NCHW
-    image = export.random_images(detail["shape"][2 if channels_first else 1], 1, seed=1)
-    if channels_first:
-        image = image.transpose(0, 3, 1, 2).copy()
-    interpreter.set_tensor(detail["index"], litert.quantize_input(image, detail))
+    export.set_random_image(interpreter)
     first_ms, stats = time_runs(interpreter.invoke, warmup_runs, num_runs)
     partitions, left = litert.delegation(interpreter)
     return {

@@ -21,6 +21,16 @@ class FusableLayer(keras.layers.Layer):
         super().__init__(**kwargs)
         self.deploy = deploy
 
+    @property
+    def fused(self) -> bool:
+        """True when the layer is in its final deploy form, which `fuse` leaves as it is."""
+        return self.deploy
+
+    @classmethod
+    def deploy_config(cls, config: dict) -> dict:
+        """`config`, a config of this class, turned into its deploy form's."""
+        return {**config, "deploy": True}
+
     def fused_weights(self) -> list[np.ndarray]:
         """The weights of this layer's deploy form, in the order of that form's `weights`."""
         raise NotImplementedError
@@ -40,7 +50,7 @@ def walk_layers(layer: keras.layers.Layer) -> Iterator[keras.layers.Layer]:
 def is_fused(model: keras.Model) -> bool:
     """True when no layer of `model`, nested models and layers included, is in training form."""
     return not any(
-        isinstance(layer, FusableLayer) and not layer.deploy for layer in walk_layers(model)
+        isinstance(layer, FusableLayer) and not layer.fused for layer in walk_layers(model)
     )
 
 
@@ -51,7 +61,10 @@ def with_deploy(model: keras.Model, deploy: bool) -> keras.Model:
     for layer_config in config["layers"]:
         layer_class = keras.saving.get_registered_object(layer_config.get("registered_name"))
         if isinstance(layer_class, type) and issubclass(layer_class, FusableLayer):
-            layer_config["config"]["deploy"] = deploy
+            if deploy:
+                layer_config["config"] = layer_class.deploy_config(layer_config["config"])
+            else:
+                layer_config["config"]["deploy"] = False
     return model.__class__.from_config(config)
 
 

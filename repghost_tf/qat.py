@@ -267,11 +267,6 @@ class _QuantizedGraph:
         return output
 
     def _squeeze_excite(self, se: SqueezeExcite, x):
-        if not se.scaled_gate:
-            raise UnsupportedModelError(
-                f"{se.name!r} keeps its hard-sigmoid's / 6 (a deploy model saved before the gate "
-                "was folded): fuse its training-form model again"
-            )
         x = self.quantized(x)
         z = layers.GlobalAveragePooling2D(keepdims=True, name=f"{se.name}.pool")(x)
         z = self.named(z, f"{se.name}.pool")

@@ -68,31 +68,41 @@ def test_bottleneck_fuses(strides, out_channels, se_ratio):
 
 def test_squeeze_excite_gate_folds_into_the_next_conv():
     """Deploy form: the SE gate is relu6 with the + 3 in conv_expand's bias, and the / 6 sits in
-    the second ghost module's 1x1 kernel; without `fold_se_gate` (and in deploy models saved
-    before it existed) the gate stays a hard-sigmoid."""
+    the second ghost module's 1x1 kernel. A deploy model saved before the fold (config without
+    `fold_se_gate`) loads with the hard-sigmoid gate, computes the same, and `fuse` folds it."""
     x = _random_input()
-    fused, weights = {}, None
-    for fold in (True, False):
-        model = _single_layer_model(RepGhostBottleneck(36, 24, 3, 2, 0.25, fold_se_gate=fold,
-                                                       name="b"))
-        if weights is None:
-            randomize_batchnorms(model, seed=4)
-            weights = model.get_weights()
-        model.set_weights(weights)
-        expected = model(x, training=False).numpy()
-        fused[fold] = repghost_tf.fuse(model).get_layer("b")
-        assert fused[fold].se.scaled_gate == fold
-        assert relative_error(fused[fold](x, training=False), expected) < 1e-6
-    folded, plain = fused[True], fused[False]
+    model = _single_layer_model(RepGhostBottleneck(36, 24, 3, 2, 0.25, name="b"))
+    randomize_batchnorms(model, seed=4)
+    expected = model(x, training=False).numpy()
+    train = model.get_layer("b")
+    folded = repghost_tf.fuse(model)
+    assert folded.get_layer("b").se.scaled_gate
+    assert relative_error(folded(x, training=False), expected) < 1e-6
+
+    # The pre-fold deploy form, weights folded layer by layer as before: SE weights untouched.
+    config = folded.get_config()
+    for layer_config in config["layers"]:
+        layer_config["config"].pop("fold_se_gate", None)
+    old = keras.Model.from_config(config)
+    old_block = old.get_layer("b")
+    assert not old_block.se.scaled_gate and not repghost_tf.is_fused(old)
+    old_block.set_weights(
+        train.ghost1.fused_weights() + train.conv_dw.fused_weights() + train.se.get_weights()
+        + train.ghost2.fused_weights() + train.shortcut_dw.fused_weights()
+        + train.shortcut_pw.fused_weights()
+    )
+    assert relative_error(old(x, training=False), expected) < 1e-6
+    refolded = repghost_tf.fuse(old)
+    assert refolded.get_layer("b").se.scaled_gate and repghost_tf.is_fused(refolded)
+    assert relative_error(refolded(x, training=False), expected) < 1e-6
+    new_block = folded.get_layer("b")
     np.testing.assert_allclose(
-        folded.se.conv_expand.bias.numpy() - 3.0, plain.se.conv_expand.bias.numpy(), atol=1e-6
+        new_block.se.conv_expand.bias.numpy() - 3.0, train.se.conv_expand.bias.numpy(), atol=1e-6
     )
     np.testing.assert_allclose(
-        6.0 * folded.ghost2.primary_conv.conv.kernel.numpy(),
-        plain.ghost2.primary_conv.conv.kernel.numpy(), rtol=1e-6,
+        6.0 * new_block.ghost2.primary_conv.conv.kernel.numpy(),
+        old_block.ghost2.primary_conv.conv.kernel.numpy(), rtol=1e-5,
     )
-    old_config = {k: v for k, v in folded.get_config().items() if k != "fold_se_gate"}
-    assert RepGhostBottleneck.from_config(old_config).fold_se_gate is False
 
 
 def test_stride_two_pads_symmetrically_like_pytorch():

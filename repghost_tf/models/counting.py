@@ -75,7 +75,9 @@ def _is_constant(tensor: tf.Tensor) -> bool:
     op = tensor.op
     if op.type == "Const":
         return True
-    return op.type in ("Cast", "Identity", "Reshape") and all(_is_constant(t) for t in op.inputs)
+    return op.type in ("Cast", "Identity", "Reshape", "Tile") and all(
+        _is_constant(t) for t in op.inputs
+    )
 
 
 def profile(model: keras.Model, image_size: int | tuple[int, int] = 224) -> Profile:

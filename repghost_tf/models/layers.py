@@ -377,9 +377,10 @@ class _Bottleneck(FusableLayer):
     ghost module (linear) -> + shortcut, the shortcut being the identity when shapes allow and a
     depthwise kxk + 1x1 conv pair otherwise. Subclasses choose the ghost module.
 
-    In deploy form with `fold_se_gate`, the SE's hard-sigmoid loses its / 6 (a `scaled_gate`) and
-    the second ghost module's 1x1 conv takes it instead, in its kernel: same outputs, one TFLite
-    MUL fewer per SE. Deploy-form models saved before this option existed load without it.
+    In deploy form the SE's hard-sigmoid loses its / 6 (a `scaled_gate`) and the second ghost
+    module's 1x1 conv takes it instead, in its kernel: same outputs, one TFLite MUL fewer per SE.
+    `fold_se_gate=False` describes deploy models saved before that fold existed (their configs
+    load with it); `fuse` folds them.
     """
 
     def __init__(
@@ -403,6 +404,14 @@ class _Bottleneck(FusableLayer):
     @classmethod
     def from_config(cls, config: dict):
         return super().from_config({"fold_se_gate": False, **config})
+
+    @classmethod
+    def deploy_config(cls, config: dict) -> dict:
+        return {**super().deploy_config(config), "fold_se_gate": True}
+
+    @property
+    def fused(self) -> bool:
+        return self.deploy and (not self.se_ratio or self.fold_se_gate)
 
     def _ghost_module(self, filters: int, relu: bool, name: str) -> FusableLayer:
         raise NotImplementedError
@@ -431,7 +440,7 @@ class _Bottleneck(FusableLayer):
         self.se = None
         if self.se_ratio:
             self.se = SqueezeExcite(
-                self.se_ratio, scaled_gate=self._scaled_se_gate(), name=f"{self.name}.se"
+                self.se_ratio, scaled_gate=self.fused, name=f"{self.name}.se"
             )
             self.se.build(mid)
         self.ghost2 = self._ghost_module(self.out_channels, False, f"{self.name}.ghost2")
@@ -472,21 +481,16 @@ class _Bottleneck(FusableLayer):
             return x + self.shortcut_pw(shortcut, training=training)
         return x + inputs if self._keeps_identity_shortcut() else x
 
-    def _scaled_se_gate(self) -> bool:
-        return self.deploy and self.fold_se_gate
-
     def fused_weights(self) -> list[np.ndarray]:
-        if self.deploy:
+        if self.fused:
             return self.get_weights()
         weights = self.ghost1.fused_weights()
         if self.conv_dw is not None:
             weights += self.conv_dw.fused_weights()
         ghost2 = self.ghost2.fused_weights()
-        if self.se is not None and self.fold_se_gate:
+        if self.se is not None:
             weights += self.se.fused_weights()
             ghost2[0] = ghost2[0] / HARD_SIGMOID_SCALE  # the 1x1 conv's kernel
-        elif self.se is not None:
-            weights += self.se.get_weights()
         weights += ghost2
         if not self.identity_shortcut:
             weights += self.shortcut_dw.fused_weights() + self.shortcut_pw.fused_weights()
