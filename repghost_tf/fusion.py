@@ -56,8 +56,12 @@ def is_fused(model: keras.Model) -> bool:
 
 def with_deploy(model: keras.Model, deploy: bool) -> keras.Model:
     """A new, untrained model built from `model`'s config with every `deploy` flag set to
-    `deploy`: the other form of the same architecture."""
+    `deploy`: the other form of the same architecture. A functional model's layers are flipped
+    in its config; a model that its constructor builds from a `deploy` argument (a keras-hub
+    backbone) is built again with it."""
     config = copy.deepcopy(model.get_config())
+    if "layers" not in config:  # a model built by its constructor (a keras-hub backbone)
+        return model.__class__.from_config({**config, "deploy": deploy})
     for layer_config in config["layers"]:
         layer_class = keras.saving.get_registered_object(layer_config.get("registered_name"))
         if isinstance(layer_class, type) and issubclass(layer_class, FusableLayer):
