@@ -5,7 +5,7 @@ keras-hub is optional. Its wheel asks for tensorflow-text, which brings a second
 wheel next to tensorflow-cpu; the backbones and presets need none of that, so install it without
 its dependencies: `pip install -e ".[hub]"` then `pip install --no-deps keras-hub==0.32.0`.
 
-    backbone = RepGhostNetBackbone("repghostnet_050")
+    backbone = RepGhostNetBackbone("repghostnet_050")    # or .from_model(a converted checkpoint)
     backbone.save_to_preset("presets/repghostnet_050")
     classifier = keras_hub.models.ImageClassifier.from_preset(
         "presets/repghostnet_050", num_classes=10)
@@ -16,6 +16,8 @@ from __future__ import annotations
 import keras
 import keras_hub
 
+from repghost_tf.fusion import is_fused
+from repghost_tf.models.applications import ImageNormalization
 from repghost_tf.models.registry import resolve
 
 # G-GhostNet's constructors have no pyramid outputs.
@@ -55,6 +57,21 @@ class RepGhostNetBackbone(keras_hub.models.FeaturePyramidBackbone):
         self.include_preprocessing = include_preprocessing
         self.image_shape = tuple(image_shape)
         self.pyramid_outputs = pyramid
+
+    @classmethod
+    def from_model(cls, model: keras.Model) -> RepGhostNetBackbone:
+        """The backbone of `model`, a model of the registry in either form and with any top (an
+        official checkpoint from `repghost_tf.convert_torch`, a run's `best.keras`), with its
+        weights."""
+        backbone = cls(
+            model.name,
+            deploy=is_fused(model),
+            include_preprocessing=any(isinstance(x, ImageNormalization) for x in model.layers),
+        )
+        for layer in backbone.layers:
+            if layer.weights:
+                layer.set_weights(model.get_layer(layer.name).get_weights())
+        return backbone
 
     def get_config(self) -> dict:
         return {

@@ -68,6 +68,20 @@ def test_image_classifier_from_a_backbone_preset(backbone, tmp_path):
     assert classifier.predict(random_images(3, 64, 64, seed=4), verbose=0).shape == (3, 10)
 
 
+@pytest.mark.parametrize("deploy", [False, True])
+def test_backbone_of_a_library_model_keeps_its_weights(deploy):
+    """A converted checkpoint or a run's model (any top, either form) gives its backbone."""
+    model = repghost_tf.RepGhostNet050(classes=10)
+    randomize_batchnorms(model, seed=5)
+    if deploy:
+        model = repghost_tf.fuse(model)
+    backbone = RepGhostNetBackbone.from_model(model)
+    assert backbone.deploy == deploy
+    images = random_images(2, 64, 64, seed=6)
+    trunk = keras.Model(model.input, model.get_layer("blocks.9.0.act1").output)
+    np.testing.assert_array_equal(backbone(images), trunk(images, training=False))
+
+
 def test_ghostnet_backbone_and_no_g_ghostnet():
     ghostnet = RepGhostNetBackbone("ghostnet_050", image_shape=(64, 64, 3))
     assert set(ghostnet.pyramid_outputs) == {"P2", "P3", "P4", "P5"}
