@@ -7,7 +7,11 @@ import pytest
 keras_hub = pytest.importorskip("keras_hub")
 
 import repghost_tf  # noqa: E402
-from repghost_tf.hub import RepGhostNetBackbone, RepGhostNetImageClassifier  # noqa: E402
+from repghost_tf.hub import (  # noqa: E402
+    RepGhostNetBackbone,
+    RepGhostNetDetector,
+    RepGhostNetImageClassifier,
+)
 from helpers import randomize_batchnorms, random_images, relative_error  # noqa: E402
 
 
@@ -87,3 +91,76 @@ def test_ghostnet_backbone_and_no_g_ghostnet():
     assert set(ghostnet.pyramid_outputs) == {"P2", "P3", "P4", "P5"}
     with pytest.raises(ValueError, match="g_ghost_regnetx_002 has no pyramid outputs"):
         RepGhostNetBackbone("g_ghost_regnetx_002")
+
+
+@pytest.fixture(scope="module")
+def detector():
+    return RepGhostNetDetector(
+        RepGhostNetBackbone("repghostnet_050", image_shape=(64, 64, 3)), num_classes=3
+    )
+
+
+def test_detector_costs_a_fraction_of_its_backbone():
+    """SSDLite-style heads on P3-P5: at 320 px the whole detector stays under 3x the backbone's
+    multiply-adds (measured 130.0 M against 84.4 M)."""
+    backbone = RepGhostNetBackbone("repghostnet_050", image_shape=(320, 320, 3))
+    detector = RepGhostNetDetector(backbone, num_classes=10)
+    backbone_macs = repghost_tf.profile(backbone, 320).macs
+    detector_macs = repghost_tf.profile(detector, 320).macs
+    assert backbone_macs < detector_macs < 3 * backbone_macs
+    outputs = detector(random_images(1, 320, 320, seed=7))
+    anchors = 9 * (40 * 40 + 20 * 20 + 10 * 10)
+    assert outputs["bbox_regression"].shape == (1, anchors, 4)
+    assert outputs["cls_logits"].shape == (1, anchors, 10)
+
+
+def test_prior_probability_sits_on_the_class_head(detector):
+    prior_bias = -np.log((1 - 0.01) / 0.01)
+    np.testing.assert_allclose(detector.classification_head.final.bias.numpy(), prior_bias,
+                               rtol=1e-6)
+    np.testing.assert_array_equal(detector.box_head.final.bias.numpy(), 0.0)
+
+
+def _iou(box, anchors):
+    """IoU of one yxyx box with each yxyx anchor, written out for the test."""
+    top = np.maximum(box[0], anchors[:, 0])
+    left = np.maximum(box[1], anchors[:, 1])
+    bottom = np.minimum(box[2], anchors[:, 2])
+    right = np.minimum(box[3], anchors[:, 3])
+    inter = np.clip(bottom - top, 0, None) * np.clip(right - left, 0, None)
+    area = lambda b: (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])  # noqa: E731
+    return inter / (area(box) + area(anchors) - inter)
+
+
+def test_label_encoding_of_a_box_that_is_an_anchor(detector):
+    """A ground-truth box equal to the square P3 anchor at (0, 32)-(32, 64): that anchor is
+    positive with zero regression targets; anchors with IoU < 0.4 are background (-1), those in
+    [0.4, 0.5) ignored (-2), those >= 0.5 positive."""
+    image = np.zeros((1, 64, 64, 3), np.float32)
+    anchors = np.concatenate([np.asarray(a) for a in detector.anchor_generator(image[0]).values()])
+    box = np.array([0.0, 32.0, 32.0, 64.0], np.float32)
+    (index,) = np.flatnonzero((anchors == box).all(axis=1))  # exactly one such anchor
+    assert index < 8 * 8 * 9  # a P3 anchor: stride 8, base size 4 x 8 = 32 px, ratio 1
+    targets, labels = detector.label_encoder(
+        images=image, gt_boxes=box[None, None], gt_classes=np.array([[2.0]], np.float32)
+    )
+    targets, labels = np.asarray(targets)[0], np.asarray(labels)[0]
+    assert labels[index] == 2
+    np.testing.assert_allclose(targets[index], 0.0, atol=1e-6)
+    iou = _iou(box, anchors)
+    np.testing.assert_array_equal(labels == 2, iou >= 0.5)
+    np.testing.assert_array_equal(labels == -1, iou < 0.4)
+    np.testing.assert_array_equal(labels == -2, (iou >= 0.4) & (iou < 0.5))
+
+
+def test_detector_round_trips_and_decodes(detector, tmp_path):
+    images = random_images(2, 64, 64, seed=8)
+    detector.save(tmp_path / "detector.keras")
+    loaded = keras.saving.load_model(tmp_path / "detector.keras", safe_mode=True)
+    assert isinstance(loaded, RepGhostNetDetector)
+    for key, value in detector(images).items():
+        np.testing.assert_array_equal(loaded(images)[key], value)
+    detections = loaded.predict(images, verbose=0)
+    assert {key: np.asarray(value).shape for key, value in detections.items()} == {
+        "boxes": (2, 100, 4), "confidence": (2, 100), "labels": (2, 100), "num_detections": (2,)
+    }
