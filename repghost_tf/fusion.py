@@ -58,9 +58,9 @@ def with_deploy(model: keras.Model, deploy: bool) -> keras.Model:
     """A new, untrained model built from `model`'s config with every `deploy` flag set to
     `deploy`: the other form of the same architecture. A functional model's layers are flipped
     in its config; a model that its constructor builds from a `deploy` argument (a keras-hub
-    backbone) is built again with it."""
+    backbone or detector) is built again with it."""
     config = copy.deepcopy(model.get_config())
-    if "layers" not in config:  # a model built by its constructor (a keras-hub backbone)
+    if "layers" not in config:  # a model built by its constructor (keras-hub backbone, task)
         return model.__class__.from_config({**config, "deploy": deploy})
     for layer_config in config["layers"]:
         layer_class = keras.saving.get_registered_object(layer_config.get("registered_name"))
@@ -87,10 +87,18 @@ def fuse(model: keras.Model) -> keras.Model:
             f"{model.name!r} nests fusable layers inside an inner model, which its config does "
             "not reach; fuse the inner model instead"
         )
-    for layer in model.layers:
-        target = deployed.get_layer(layer.name)
-        if isinstance(layer, FusableLayer):
-            target.set_weights(layer.fused_weights())
-        else:
-            target.set_weights(layer.get_weights())
+    _copy_fused_weights(model, deployed)
     return deployed
+
+
+def _copy_fused_weights(source: keras.Model, target: keras.Model) -> None:
+    """Gives each layer of `target` (the deploy form) the fused weights of its namesake in
+    `source`, into inner models too (a detector's backbone)."""
+    for layer in source.layers:
+        twin = target.get_layer(layer.name)
+        if isinstance(layer, FusableLayer):
+            twin.set_weights(layer.fused_weights())
+        elif isinstance(layer, keras.Model):
+            _copy_fused_weights(layer, twin)
+        else:
+            twin.set_weights(layer.get_weights())

@@ -159,7 +159,8 @@ class RepGhostNetDetector(keras_hub.models.RetinaNetObjectDetector):
     classes). Anchors, label encoding, focal + Huber losses, box decoding and NMS are
     keras-hub's RetinaNet ones; the class head's bias starts at the prior probability (keras-hub's
     RetinaNet puts that prior on its box head). No FPN and no 256-channel towers, so the
-    detector stays within a small multiple of the backbone's multiply-adds.
+    detector stays within a small multiple of the backbone's multiply-adds. `repghost_tf.fuse`
+    gives its deploy form (`deploy=True`: backbone, laterals and heads without BatchNorm).
     """
 
     backbone_cls = RepGhostNetBackbone
@@ -178,8 +179,11 @@ class RepGhostNetDetector(keras_hub.models.RetinaNetObjectDetector):
         preprocessor=None,
         activation=None,
         prediction_decoder=None,
+        deploy: bool = False,
         **kwargs,
     ):
+        if backbone.deploy != deploy:  # the other form of it, weights to come (`fuse`)
+            backbone = backbone.__class__.from_config({**backbone.get_config(), "deploy": deploy})
         anchor_generator = anchor_generator or keras_hub.layers.AnchorGenerator(
             bounding_box_format, min_level=3, max_level=5, num_scales=3,
             aspect_ratios=[0.5, 1.0, 2.0], anchor_size=4,
@@ -190,10 +194,12 @@ class RepGhostNetDetector(keras_hub.models.RetinaNetObjectDetector):
         )
         anchors = anchor_generator.num_base_anchors
         prior = classification_head_prior_probability
-        box_head = SeparableHead(anchors * 4, head_channels, head_depth, name="box_head")
+        box_head = SeparableHead(
+            anchors * 4, head_channels, head_depth, deploy=deploy, name="box_head"
+        )
         classification_head = SeparableHead(
             anchors * num_classes, head_channels, head_depth,
-            bias_init=-math.log((1 - prior) / prior), name="classification_head",
+            bias_init=-math.log((1 - prior) / prior), deploy=deploy, name="classification_head",
         )
 
         images = keras.Input(backbone.image_shape, name="images")
@@ -203,7 +209,7 @@ class RepGhostNetDetector(keras_hub.models.RetinaNetObjectDetector):
         )(images)
         boxes, classes = [], []
         for level in self.LEVELS:
-            x = ConvBN(head_channels, 1, name=f"lateral_{level}")(pyramid[level])
+            x = ConvBN(head_channels, 1, deploy=deploy, name=f"lateral_{level}")(pyramid[level])
             x = keras.layers.ReLU(name=f"lateral_{level}_relu")(x)
             boxes.append(keras.layers.Reshape((-1, 4), name=f"box_pred_{level}")(box_head(x)))
             classes.append(keras.layers.Reshape((-1, num_classes), name=f"cls_pred_{level}")(
@@ -217,6 +223,7 @@ class RepGhostNetDetector(keras_hub.models.RetinaNetObjectDetector):
 
         self.backbone = backbone
         self.preprocessor = preprocessor
+        self.deploy = deploy
         self.num_classes = num_classes
         self.head_channels = head_channels
         self.head_depth = head_depth
@@ -236,6 +243,7 @@ class RepGhostNetDetector(keras_hub.models.RetinaNetObjectDetector):
         return {
             **keras_hub.models.ObjectDetector.get_config(self),
             "num_classes": self.num_classes,
+            "deploy": self.deploy,
             "head_channels": self.head_channels,
             "head_depth": self.head_depth,
             "bounding_box_format": self.bounding_box_format,

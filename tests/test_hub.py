@@ -164,3 +164,16 @@ def test_detector_round_trips_and_decodes(detector, tmp_path):
     assert {key: np.asarray(value).shape for key, value in detections.items()} == {
         "boxes": (2, 100, 4), "confidence": (2, 100), "labels": (2, 100), "num_detections": (2,)
     }
+
+
+def test_fused_detector_predicts_the_same():
+    detector = RepGhostNetDetector(
+        RepGhostNetBackbone("repghostnet_050", image_shape=(64, 64, 3)), num_classes=3
+    )
+    randomize_batchnorms(detector, seed=9)
+    images = random_images(2, 64, 64, seed=10)
+    deployed = repghost_tf.fuse(detector)
+    assert deployed.deploy and repghost_tf.is_fused(deployed) and not repghost_tf.is_fused(detector)
+    expected = detector(images, training=False)
+    for key, value in deployed(images, training=False).items():
+        assert relative_error(value, expected[key]) < 1e-5, key
