@@ -7,6 +7,9 @@ import pytest
 keras_hub = pytest.importorskip("keras_hub")
 
 import repghost_tf  # noqa: E402
+from repghost_tf import litert  # noqa: E402
+from repghost_tf.export.detection import convert_detector  # noqa: E402
+from repghost_tf.export.tflite import op_histogram  # noqa: E402
 from repghost_tf.hub import (  # noqa: E402
     RepGhostNetBackbone,
     RepGhostNetDetector,
@@ -177,3 +180,33 @@ def test_fused_detector_predicts_the_same():
     expected = detector(images, training=False)
     for key, value in deployed(images, training=False).items():
         assert relative_error(value, expected[key]) < 1e-5, key
+
+
+def test_tflite_detector_reproduces_keras_hub_decoding_and_nms():
+    """The file's boxes, scores and classes are those of keras-hub's decoding and NMS of the same
+    fused detector on a fixed image; builtin ops only, the NMS as NON_MAX_SUPPRESSION_V5."""
+    decoder = keras_hub.layers.NonMaxSuppression(
+        bounding_box_format="yxyx", from_logits=True, iou_threshold=0.5,
+        confidence_threshold=0.3, max_detections=20,
+    )
+    detector = RepGhostNetDetector(
+        RepGhostNetBackbone("repghostnet_050", image_shape=(96, 96, 3)), num_classes=3,
+        prediction_decoder=decoder,
+    )
+    randomize_batchnorms(detector, seed=1)
+    # Class scores around 0.5 instead of the 0.01 prior, so that many boxes compete in the NMS.
+    detector.classification_head.final.bias.assign(np.zeros(9 * 3, np.float32))
+    deployed = repghost_tf.fuse(detector)
+    flatbuffer = convert_detector(
+        deployed, 96, max_detections=20, iou_threshold=0.5, score_threshold=0.3
+    )
+    assert op_histogram(flatbuffer)["NON_MAX_SUPPRESSION_V5"] == 1
+    image = random_images(1, 96, 96, seed=2)
+    ours = litert.make_interpreter(flatbuffer).get_signature_runner()(images=image)
+    expected = deployed.predict(image, verbose=0)
+    count = int(ours["count"][0])
+    assert count == int(expected["num_detections"][0]) > 5
+    np.testing.assert_allclose(ours["boxes"][0, :count], expected["boxes"][0, :count], atol=1e-3)
+    np.testing.assert_allclose(ours["scores"][0, :count], expected["confidence"][0, :count],
+                               atol=1e-5)
+    np.testing.assert_array_equal(ours["classes"][0, :count], expected["labels"][0, :count])
