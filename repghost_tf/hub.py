@@ -1,5 +1,6 @@
-"""RepGhostNet and GhostNet as keras-hub backbones, so that keras-hub's tasks and presets take
-them: `RepGhostNetBackbone` (a `FeaturePyramidBackbone`, P2-P5) and `RepGhostNetImageClassifier`.
+"""RepGhostNet and GhostNet in keras-hub, so that its tasks, presets and losses take them:
+`RepGhostNetBackbone` (a `FeaturePyramidBackbone`, P2-P5), `RepGhostNetImageClassifier`, and
+`RepGhostNetDetector`, an SSDLite-style object detector (docs/detection.md).
 
 keras-hub is optional. Its wheel asks for tensorflow-text, which brings a second TensorFlow
 wheel next to tensorflow-cpu; the backbones and presets need none of that, so install it without
