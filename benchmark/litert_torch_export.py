@@ -19,6 +19,7 @@ calibrated on random normalised images: a latency peer, not an accuracy one.
 from __future__ import annotations
 
 import os
+import sys
 
 import numpy as np
 import torch  # noqa: F401 (before anything that may load TensorFlow's native libraries)
@@ -42,7 +43,7 @@ def main(argv: list[str]) -> None:
     import litert_torch
 
     if not timm.is_model(_MODEL.value):
-        raise app.UsageError(f"timm has no model {_MODEL.value!r}")
+        sys.exit(f"error: timm has no model {_MODEL.value!r}")
     size = _IMAGE_SIZE.value
     sample = (torch.zeros(1, 3, size, size),)
     converted = litert_torch.convert(fused_timm_model(_MODEL.value), sample)
