@@ -14,6 +14,7 @@ refuses any global outside an explicit allow-list instead of running it.
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import re
 import warnings
@@ -24,12 +25,7 @@ import numpy as np
 
 from repghost_tf.folding import scale_shift
 from repghost_tf.fusion import fuse, is_fused, walk_layers, with_deploy
-from repghost_tf.models.layers import (
-    HARD_SIGMOID_SCALE,
-    HARD_SIGMOID_SHIFT,
-    ConvBN,
-    _Bottleneck,
-)
+from repghost_tf.models.layers import ConvBN
 from repghost_tf.models.registry import create_model
 
 _IGNORED_SUFFIXES = (".num_batches_tracked",)
@@ -135,7 +131,9 @@ def load_torch_weights(
             )
         load_state_dict(model, state_dict)
     elif fused_tensor is not None:
-        load_state_dict(model, _fold_se_gates(model, _fold_batchnorms(model, state_dict)))
+        twin = _with_unfolded_se_gates(model)
+        load_state_dict(twin, _fold_batchnorms(twin, state_dict))
+        model.set_weights(fuse(twin).get_weights())
     else:
         twin = with_deploy(model, deploy=False)
         load_state_dict(twin, state_dict)
@@ -323,19 +321,11 @@ def _first_line(error: Exception) -> str:
     return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
 
 
-def _fold_se_gates(model: keras.Model, state_dict: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Moves each squeeze-excite's hard-sigmoid constants where this package's deploy form keeps
-    them (`_Bottleneck`, `fold_se_gate`): the + 3 into conv_expand's bias, the / 6 into the next
-    1x1 conv's kernel."""
-    folded = dict(state_dict)
-    for block in walk_layers(model):
-        if not (isinstance(block, _Bottleneck) and block.se is not None and block.se.scaled_gate):
-            continue
-        bias_key = f"{block.se.conv_expand.name}.bias"
-        kernel_key = f"{block.ghost2.primary_conv.conv_name}.weight"
-        for key in (bias_key, kernel_key):
-            if key not in folded:
-                raise WeightMismatchError(f"missing tensor '{key}' for {model.name}")
-        folded[bias_key] = np.asarray(folded[bias_key], np.float64) + HARD_SIGMOID_SHIFT
-        folded[kernel_key] = np.asarray(folded[kernel_key], np.float64) / HARD_SIGMOID_SCALE
-    return folded
+def _with_unfolded_se_gates(model: keras.Model) -> keras.Model:
+    """A new, untrained deploy model like `model` but with its squeeze-excite gates as the
+    official deploy form keeps them (hard-sigmoid, `fold_se_gate=False`); `fuse` folds them."""
+    config = copy.deepcopy(model.get_config())
+    for layer_config in config["layers"]:
+        if "fold_se_gate" in layer_config["config"]:
+            layer_config["config"]["fold_se_gate"] = False
+    return model.__class__.from_config(config)
