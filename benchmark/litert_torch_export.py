@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 
 import numpy as np
 import torch  # noqa: F401 (before anything that may load TensorFlow's native libraries)
@@ -40,34 +41,47 @@ def fused_timm_model(name: str) -> torch.nn.Module:
 
 def main(argv: list[str]) -> None:
     del argv
-    import litert_torch
-
+    output = os.path.abspath(_OUTPUT.value)
     if not timm.is_model(_MODEL.value):
         sys.exit(f"error: timm has no model {_MODEL.value!r}")
-    size = _IMAGE_SIZE.value
-    sample = (torch.zeros(1, 3, size, size),)
-    converted = litert_torch.convert(fused_timm_model(_MODEL.value), sample)
-    temporary = f"{_OUTPUT.value}.partial"
-    if _PRECISION.value == "float32":
-        converted.export(temporary)
-    else:
-        from ai_edge_litert.interpreter import Interpreter
-        from ai_edge_quantizer import quantizer, recipe
-
-        float_path = f"{temporary}.float32"
-        converted.export(float_path)
-        signatures = Interpreter(model_path=float_path).get_signature_list()
-        signature = next(iter(signatures))
-        input_name = signatures[signature]["inputs"][0]
-        rng = np.random.default_rng(0)
-        images = [{input_name: rng.normal(size=(1, 3, size, size)).astype(np.float32)}
-                  for _ in range(_CALIBRATION_IMAGES)]
-        tool = quantizer.Quantizer(float_path)
-        tool.load_quantization_recipe(recipe.static_wi8_ai8())
-        tool.quantize(tool.calibrate({signature: images})).export_model(temporary, overwrite=True)
-        os.remove(float_path)
-    os.replace(temporary, _OUTPUT.value)
+    if not os.path.isdir(os.path.dirname(output)):
+        sys.exit(f"error: the directory of --output does not exist: {_OUTPUT.value}")
+    # Everything is written in a scratch folder beside the output, then renamed into place: a
+    # failed conversion leaves nothing behind.
+    with tempfile.TemporaryDirectory(dir=os.path.dirname(output)) as scratch:
+        try:
+            path = convert(_MODEL.value, _PRECISION.value, _IMAGE_SIZE.value, scratch)
+        except Exception as error:  # litert-torch and its quantizer raise many types
+            sys.exit(f"error: litert-torch could not convert {_MODEL.value}: "
+                     f"{' '.join(str(error).split())[:300]}")
+        os.replace(path, output)
     print(f"wrote {_OUTPUT.value}")
+
+
+def convert(model_name: str, precision: str, size: int, scratch: str) -> str:
+    """Converts timm's fused `model_name` into a file in `scratch`; returns its path."""
+    import litert_torch
+
+    sample = (torch.zeros(1, 3, size, size),)
+    converted = litert_torch.convert(fused_timm_model(model_name), sample)
+    float_path = os.path.join(scratch, "float32.tflite")
+    converted.export(float_path)
+    if precision == "float32":
+        return float_path
+    from ai_edge_litert.interpreter import Interpreter
+    from ai_edge_quantizer import quantizer, recipe
+
+    signatures = Interpreter(model_path=float_path).get_signature_list()
+    signature = next(iter(signatures))
+    input_name = signatures[signature]["inputs"][0]
+    rng = np.random.default_rng(0)
+    images = [{input_name: rng.normal(size=(1, 3, size, size)).astype(np.float32)}
+              for _ in range(_CALIBRATION_IMAGES)]
+    tool = quantizer.Quantizer(float_path)
+    tool.load_quantization_recipe(recipe.static_wi8_ai8())
+    int8_path = os.path.join(scratch, "int8.tflite")
+    tool.quantize(tool.calibrate({signature: images})).export_model(int8_path, overwrite=True)
+    return int8_path
 
 
 if __name__ == "__main__":
