@@ -31,10 +31,11 @@ setup(
         "gpu": [f"tensorflow[and-cuda]=={TENSORFLOW}"],
         # The PyTorch checkpoint importer.
         "torch": ["torch>=2.5", "safetensors"],
-        # keras-hub backbones (repghost_tf.hub): what keras-hub 0.32 needs for backbones, presets
-        # and image tasks. keras-hub itself goes in with `pip install --no-deps keras-hub==0.32.0`:
-        # its tensorflow-text requirement would add the full tensorflow wheel next to ours.
-        "hub": ["regex", "rich", "tokenizers"],
+        # keras-hub backbones and the detector (repghost_tf.hub): what keras-hub 0.32 needs for
+        # backbones, presets and image tasks, and pycocotools for mAP. keras-hub itself goes in
+        # with `pip install --no-deps keras-hub==0.32.0`: its tensorflow-text requirement would
+        # add the full tensorflow wheel next to ours.
+        "hub": ["regex", "rich", "tokenizers", "pycocotools"],
         # Latency benchmarks, with timm's models in ONNX Runtime as the peer, and their plots.
         "bench": ["onnx", "onnxruntime", "matplotlib", "torch", "torchvision", "timm"],
         # The reference tests compare against timm's PyTorch models.
@@ -53,6 +54,7 @@ setup(
             "regex",
             "rich",
             "tokenizers",
+            "pycocotools",
         ],
     },
 )

@@ -1,8 +1,10 @@
-"""Trains RepGhostNet / GhostNet / G-GhostNet on any TFDS image-classification dataset.
+"""Trains RepGhostNet / GhostNet / G-GhostNet on any TFDS image-classification dataset, or a
+RepGhostNet / GhostNet detector on any TFDS detection dataset.
 
     python train.py --width=0.5                            # built-in dataset, short schedule
     python train.py --width=0.5 --dataset=imagenet2012     # the paper's ImageNet recipe
     python train.py --qat                                  # int8-aware fine-tuning of the last run
+    python train.py --task=detection --width=0.5           # a detector on the built-in shapes
 
 Writes best.keras, last.keras, deploy.keras, checkpoints/ and logs/ to --output_dir, then records
 that directory in --latest_file for export_tflite.py. Re-running the same command resumes.
@@ -21,7 +23,10 @@ from absl import app, flags, logging  # noqa: E402
 from repghost_tf import runs  # noqa: E402
 from repghost_tf.models.registry import MODELS, UnknownModelError, resolve  # noqa: E402
 from repghost_tf.training import (  # noqa: E402
+    BUILTIN_DETECTION_RECIPE,
     BUILTIN_RECIPE,
+    DETECTION_DATASET,
+    DETECTION_RECIPE,
     DTYPES,
     QAT_RECIPE,
     STRATEGIES,
@@ -38,18 +43,26 @@ DEFAULTS = TrainConfig()
 
 
 def _recipe_help(name: str, text: str) -> str:
-    """`text` plus the built-in dataset's and QAT's defaults, for the flags their recipes set."""
-    notes = [f"{label}: {table[name]}" for label, table in
-             (("built-in dataset", BUILTIN_RECIPE), ("--qat", QAT_RECIPE)) if name in table]
+    """`text` plus the other recipes' defaults, for the flags they set."""
+    recipes = (("built-in dataset", BUILTIN_RECIPE), ("--qat", QAT_RECIPE),
+               ("detection", DETECTION_RECIPE), ("built-in detection", BUILTIN_DETECTION_RECIPE))
+    notes = [f"{label}: {table[name]}" for label, table in recipes if name in table]
     return f"{text} ({'; '.join(notes)})" if notes else text
 
 
 flags.DEFINE_string("model", None, f"Model to train: one of {', '.join(MODELS)}.")
 flags.DEFINE_float("width", None, "RepGhostNet width shorthand: 0.5 trains repghostnet_050, etc.")
+flags.DEFINE_enum(
+    "task", DEFAULTS.task, ["classification", "detection"],
+    "classification, or detection: an SSDLite-style detector on the model (needs keras-hub; "
+    "writes runs/<model>_detection).",
+)
 flags.DEFINE_string(
-    "dataset", DEFAULTS.dataset,
+    "dataset", None,
     "A TFDS name (imagenet2012, imagenette, tf_flowers, ...), folder:/path with train/ and val/ "
-    "sub-folders of class folders, or the built-in synthetic_shapes (no download).",
+    "sub-folders of class folders, or the built-in synthetic_shapes (no download). Detection: "
+    f"coco/2017, voc/2007, ... (default: the built-in {DETECTION_DATASET}); default "
+    f"{DEFAULTS.dataset}.",
 )
 flags.DEFINE_string(
     "data_dir", None, "TFDS data directory (default: TFDS's, ~/tensorflow_datasets)."
@@ -185,6 +198,10 @@ flags.DEFINE_float(
     "freeze_ranges_at", DEFAULTS.freeze_ranges_at,
     "With --qat: the fraction of the epochs after which activation ranges stop moving.",
 )
+flags.DEFINE_integer(
+    "max_boxes", DEFAULTS.max_boxes,
+    "With --task=detection: objects per image kept for training.",
+)
 
 FLAGS = flags.FLAGS
 
@@ -199,7 +216,10 @@ def config_from_flags() -> TrainConfig:
         for field in TrainConfig.__dataclass_fields__
         if field != "model" and field in FLAGS and FLAGS[field].present
     }
-    defaults = recipe(FLAGS.dataset, qat=FLAGS.qat)
+    given.setdefault(
+        "dataset", DETECTION_DATASET if FLAGS.task == "detection" else DEFAULTS.dataset
+    )
+    defaults = recipe(given["dataset"], qat=FLAGS.qat, task=FLAGS.task)
     if FLAGS.model is not None or FLAGS.width is not None:
         try:
             given["model"] = resolve(FLAGS.model, FLAGS.width).name
@@ -210,7 +230,7 @@ def config_from_flags() -> TrainConfig:
         given["init_from"] = qat_source(FLAGS.init_from, FLAGS.latest_file)
         given.setdefault("model", runs.keras_model_name(given["init_from"]) or "")
         source = runs.summary_of_model(given["init_from"])
-        if source and "dataset" not in given:
+        if source and not FLAGS["dataset"].present:
             given["dataset"] = source.dataset
             defaults = recipe(source.dataset, qat=True)
         if source and "image_size" not in given:

@@ -27,7 +27,7 @@ from repghost_tf.models.layers import ConvBN
 from repghost_tf.models.registry import resolve
 
 # G-GhostNet's constructors have no pyramid outputs.
-_NO_PYRAMID_FAMILIES = ("g_ghost_regnetx",)
+NO_PYRAMID_FAMILIES = ("g_ghost_regnetx",)
 
 
 @keras.saving.register_keras_serializable(package="repghost_tf")
@@ -49,7 +49,7 @@ class RepGhostNetBackbone(keras_hub.models.FeaturePyramidBackbone):
         **kwargs,
     ):
         spec = resolve(model_name)
-        if spec.family in _NO_PYRAMID_FAMILIES:
+        if spec.family in NO_PYRAMID_FAMILIES:
             raise ValueError(f"{model_name} has no pyramid outputs; choose a RepGhostNet or GhostNet")
         inputs = keras.Input(shape=image_shape, name="images")
         network = spec(
@@ -219,6 +219,7 @@ class RepGhostNetDetector(keras_hub.models.RetinaNetObjectDetector):
             "bbox_regression": keras.layers.Concatenate(axis=1, name="bbox_regression")(boxes),
             "cls_logits": keras.layers.Concatenate(axis=1, name="cls_logits")(classes),
         }
+        kwargs.setdefault("name", f"{backbone.model_name}_detector")
         # RetinaNetObjectDetector's own constructor builds its 256-channel heads: skip it.
         keras_hub.models.ObjectDetector.__init__(self, inputs=images, outputs=outputs, **kwargs)
 

@@ -42,14 +42,20 @@ class RunSummary:
     model: str
     dataset: str
     image_size: int
+    task: str = "classification"
     epochs: int = 0
     step: int = 0
     best_epoch: int = 0
-    best_val_ema_top1: float = -1.0
+    # The validation number that picked best.keras: classification's, detection's.
+    best_val_ema_top1: float | None = None
+    best_val_ema_loss: float | None = None
     history: list[dict] = dataclasses.field(default_factory=list)
     trainable_weights_sha256: str = ""
     test_top1: float | None = None
     test_top5: float | None = None
+    # Detection: COCO mAP@[.5:.95] and mAP@.5 of best.keras on the test split.
+    test_map: float | None = None
+    test_map50: float | None = None
     # A quantization-aware run: the float model it fine-tuned.
     init_from: str | None = None
 
@@ -116,11 +122,20 @@ def latest_model(runs_dir: str, hint: str) -> str:
 
 def keras_model_name(path: str) -> str | None:
     """The name of the model in a .keras file, read from its config without loading it."""
+    return _keras_config(path).get("config", {}).get("name")
+
+
+def keras_class_name(path: str) -> str | None:
+    """The class of the model in a .keras file ("Functional", "RepGhostNetDetector", ...)."""
+    return _keras_config(path).get("class_name")
+
+
+def _keras_config(path: str) -> dict:
     try:
         with zipfile.ZipFile(path) as archive:
-            return json.loads(archive.read("config.json"))["config"]["name"]
+            return json.loads(archive.read("config.json"))
     except (OSError, KeyError, ValueError, zipfile.BadZipFile):
-        return None
+        return {}
 
 
 def summary_of_model(model_path: str | None) -> RunSummary | None:

@@ -8,6 +8,7 @@ keras_hub = pytest.importorskip("keras_hub")
 
 import repghost_tf  # noqa: E402
 from repghost_tf import litert  # noqa: E402
+from repghost_tf.detection import PostProcessing  # noqa: E402
 from repghost_tf.export.detection import convert_detector  # noqa: E402
 from repghost_tf.export.tflite import op_histogram  # noqa: E402
 from repghost_tf.hub import (  # noqa: E402
@@ -198,7 +199,7 @@ def test_tflite_detector_reproduces_keras_hub_decoding_and_nms():
     detector.classification_head.final.bias.assign(np.zeros(9 * 3, np.float32))
     deployed = repghost_tf.fuse(detector)
     flatbuffer = convert_detector(
-        deployed, 96, max_detections=20, iou_threshold=0.5, score_threshold=0.3
+        deployed, 96, PostProcessing(max_detections=20, iou_threshold=0.5, score_threshold=0.3)
     )
     assert op_histogram(flatbuffer)["NON_MAX_SUPPRESSION_V5"] == 1
     image = random_images(1, 96, 96, seed=2)

@@ -1,5 +1,5 @@
-"""Input pipelines (`datasets`), their preprocessing (`preprocessing`) and the built-in
-`synthetic_shapes` dataset."""
+"""Input pipelines (`datasets`; `detection` for boxes), their preprocessing (`preprocessing`) and
+the built-in `synthetic_shapes` dataset."""
 
 from repghost_tf.data.datasets import (
     BUILTIN_DATASET,
@@ -10,11 +10,14 @@ from repghost_tf.data.datasets import (
     builder,
     check_dataset,
     default_splits,
+    is_detection,
     make_dataset,
     num_classes,
     num_examples,
     prepare,
+    read_split,
 )
+from repghost_tf.data.detection import make_detection_dataset
 from repghost_tf.data.preprocessing import Augmentation, TrainPreprocessing, eval_image
 
 __all__ = [
@@ -26,10 +29,13 @@ __all__ = [
     "builder",
     "check_dataset",
     "default_splits",
+    "is_detection",
     "make_dataset",
+    "make_detection_dataset",
     "num_classes",
     "num_examples",
     "prepare",
+    "read_split",
     "Augmentation",
     "TrainPreprocessing",
     "eval_image",

@@ -1,6 +1,7 @@
 """Datasets: any TFDS image-classification dataset, a folder of class sub-folders, or the
 built-in `synthetic_shapes`, as batches of (float32 RGB in [0, 255], int32 label); the models
-normalise pixels themselves. Preprocessing is in `repghost_tf.data.preprocessing`.
+normalise pixels themselves. Preprocessing is in `repghost_tf.data.preprocessing`; detection
+datasets (coco, voc, `synthetic_shapes/detection`) in `repghost_tf.data.detection`.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ IMAGENET = "imagenet2012"
 IMAGENET_MANUAL_FILES = ("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar")
 # Splits of builders whose metadata may not be on disk yet (e.g. under tfds.testing.mock_data).
 _KNOWN_SPLITS = {IMAGENET: {"train", "validation", "test"}}
+# Datasets whose test split has no labels (their validation split is scored instead).
+_UNLABELLED_TEST = (IMAGENET, "coco", "coco/2014", "coco/2017", "voc/2012")
 
 
 class DatasetError(ValueError):
@@ -41,12 +44,32 @@ def builder(name: str, data_dir: str | None = None) -> tfds.core.DatasetBuilder:
         ) from error
 
 
-def check_dataset(name: str, data_dir: str | None = None, manual_dir: str | None = None) -> None:
-    """Raises DatasetError, with what to do, when `name` cannot be prepared or is no classifier."""
+def is_detection(name: str, data_dir: str | None = None) -> bool:
+    """Whether `name` is laid out as TFDS's coco and voc are: image, objects/bbox, objects/label."""
+    features = builder(name, data_dir).info.features
+    objects = features["objects"] if "objects" in features else {}
+    return ("image" in features and "bbox" in objects and "label" in objects
+            and isinstance(objects["label"], tfds.features.ClassLabel))
+
+
+def check_dataset(
+    name: str,
+    data_dir: str | None = None,
+    manual_dir: str | None = None,
+    task: str = "classification",
+) -> None:
+    """Raises DatasetError, with what to do, when `name` cannot be prepared or does not fit
+    `task` (classification: image and label; detection: image and objects with bbox and label)."""
     source = builder(name, data_dir)
     features = source.info.features
-    if not ("image" in features and "label" in features
-            and isinstance(features["label"], tfds.features.ClassLabel)):
+    if task == "detection":
+        if not is_detection(name, data_dir):
+            raise DatasetError(
+                f"{name} is not an object detection dataset (image, objects/bbox, objects/label "
+                f"as in coco/2017 and voc/2007); the built-in one is {BUILTIN_DATASET}/detection."
+            )
+    elif not ("image" in features and "label" in features
+              and isinstance(features["label"], tfds.features.ClassLabel)):
         raise DatasetError(f"{name} is not an image classification dataset (image and label).")
     if name == IMAGENET and not _is_prepared(source):
         manual = manual_dir or os.path.join(source.data_dir_root, "downloads", "manual")
@@ -62,9 +85,14 @@ def _is_prepared(source: tfds.core.DatasetBuilder) -> bool:
     return isinstance(source, tfds.ImageFolder) or source.is_prepared()
 
 
-def prepare(name: str, data_dir: str | None = None, manual_dir: str | None = None):
+def prepare(
+    name: str,
+    data_dir: str | None = None,
+    manual_dir: str | None = None,
+    task: str = "classification",
+):
     """Checks the dataset, then downloads/generates it unless already done; returns its builder."""
-    check_dataset(name, data_dir, manual_dir)
+    check_dataset(name, data_dir, manual_dir, task)
     source = builder(name, data_dir)
     if not _is_prepared(source):
         source.download_and_prepare(
@@ -74,8 +102,9 @@ def prepare(name: str, data_dir: str | None = None, manual_dir: str | None = Non
 
 
 def num_classes(name: str, data_dir: str | None = None) -> int:
-    """Number of classes of a dataset, read from its metadata."""
-    return builder(name, data_dir).info.features["label"].num_classes
+    """Number of classes of a dataset (of its objects, for detection), read from its metadata."""
+    features = builder(name, data_dir).info.features
+    return (features["label"] if "label" in features else features["objects"]["label"]).num_classes
 
 
 def num_examples(name: str, split: str, data_dir: str | None = None) -> int:
@@ -88,7 +117,8 @@ def default_splits(name: str, data_dir: str | None = None) -> tuple[str, str, st
     """(train, validation, test) split names for a dataset; test is None when there is none.
 
     The validation split picks the best model; the test split is scored once at the end.
-    imagenet2012's test split has no labels, so its validation split is its test split.
+    imagenet2012's, coco's and voc/2012's test splits have no labels, so their validation split
+    is scored instead.
     """
     splits = set(builder(name, data_dir).info.splits.keys()) or _KNOWN_SPLITS.get(name, set())
     if "train" not in splits:
@@ -101,7 +131,7 @@ def default_splits(name: str, data_dir: str | None = None) -> tuple[str, str, st
                 "sub-folder per class."
             )
         return "train[:90%]", "train[90%:]", None
-    test = None if name == IMAGENET else evaluation[-1]
+    test = None if name.split(":")[0] in _UNLABELLED_TEST else evaluation[-1]
     return "train", evaluation[0], test if test != evaluation[0] else None
 
 
@@ -131,22 +161,8 @@ def make_dataset(
     distributed dataset).
     With `input_context` (tf.distribute), the dataset is this input pipeline's shard.
     """
-    source = prepare(name, data_dir, manual_dir)
-    pipelines = input_context.num_input_pipelines if input_context else 1
-    shard_files = pipelines > 1 and _num_shards(source, split) >= pipelines
-    read_config = tfds.ReadConfig(
-        shuffle_seed=seed,
-        input_context=input_context if shard_files else None,
-    )
-    dataset = source.as_dataset(
-        split=split,
-        shuffle_files=training,
-        decoders={"image": tfds.decode.SkipDecoding()},
-        read_config=read_config,
-        as_supervised=False,
-    )
-    if pipelines > 1 and not shard_files:
-        dataset = dataset.shard(pipelines, input_context.input_pipeline_id)
+    dataset = read_split(name, split, training=training, data_dir=data_dir,
+                         manual_dir=manual_dir, input_context=input_context, seed=seed)
     dataset = dataset.map(lambda example: (example["image"], example["label"]))
 
     if training:
@@ -165,6 +181,38 @@ def make_dataset(
     options = tf.data.Options()
     options.deterministic = deterministic or not training
     return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+
+def read_split(
+    name: str,
+    split: str,
+    *,
+    training: bool,
+    data_dir: str | None = None,
+    manual_dir: str | None = None,
+    input_context: tf.distribute.InputContext | None = None,
+    seed: int | None = None,
+    task: str = "classification",
+) -> tf.data.Dataset:
+    """The examples of `split` (images still encoded), files shuffled when `training`; with
+    `input_context`, this input pipeline's shard (by file where there are enough files)."""
+    source = prepare(name, data_dir, manual_dir, task)
+    pipelines = input_context.num_input_pipelines if input_context else 1
+    shard_files = pipelines > 1 and _num_shards(source, split) >= pipelines
+    read_config = tfds.ReadConfig(
+        shuffle_seed=seed,
+        input_context=input_context if shard_files else None,
+    )
+    dataset = source.as_dataset(
+        split=split,
+        shuffle_files=training,
+        decoders={"image": tfds.decode.SkipDecoding()},
+        read_config=read_config,
+        as_supervised=False,
+    )
+    if pipelines > 1 and not shard_files:
+        dataset = dataset.shard(pipelines, input_context.input_pipeline_id)
+    return dataset
 
 
 def _num_shards(source: tfds.core.DatasetBuilder, split: str) -> int:

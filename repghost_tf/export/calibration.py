@@ -15,7 +15,7 @@ quantization itself to the converter's MLIR quantizer.
 from __future__ import annotations
 
 import warnings
-from typing import Iterable
+from typing import Callable, Iterable
 
 import numpy as np
 
@@ -34,6 +34,7 @@ def set_ranges(
     images: Iterable[np.ndarray],
     method: str = "mse",
     input_range: tuple[float, float] | None = None,
+    keep_float: Callable[[str], bool] | None = None,
 ) -> bytes:
     """`calibrated` with each activation's recorded range replaced by `method`'s.
 
@@ -45,6 +46,9 @@ def set_ranges(
             (the converter's ranges, unchanged).
         input_range: pins the model input's range (the pixel range a uint8 input must cover
             exactly), whatever the calibration images span.
+        keep_float: names of tensors to leave in float: their ranges are dropped, and the
+            quantizer keeps an op in float when its tensors have none (a detector's
+            post-processing).
     """
     if method not in RANGES:
         raise ValueError(f"unknown range method {method!r}; choose from {', '.join(RANGES)}")
@@ -58,6 +62,10 @@ def set_ranges(
         if tensor.quantization is not None and tensor.quantization.min is not None
         and len(tensor.quantization.min) == 1
     }
+    if keep_float is not None:
+        for index in [i for i in recorded if keep_float(subgraph.tensors[i].name.decode())]:
+            subgraph.tensors[index].quantization = None
+            del recorded[index]
     ranges = dict(recorded)
     if input_range is not None:
         ranges[subgraph.inputs[0]] = input_range

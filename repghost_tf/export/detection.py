@@ -1,69 +1,75 @@
 """A detector (`repghost_tf.hub.RepGhostNetDetector`) as a TFLite file with its post-processing:
 pixels in; decoded boxes, scores, classes and a count out; builtin ops only, the non-max
-suppression as NON_MAX_SUPPRESSION_V5.
+suppression as NON_MAX_SUPPRESSION_V5. The post-processing is `repghost_tf.detection.postprocess`,
+the one Keras evaluation uses.
 
-The post-processing is keras-hub's (`NonMaxSuppression`): box deltas decoded on the anchors,
-each anchor scored by its most likely class (sigmoid), then one class-agnostic non-max
-suppression. keras-hub's own NMS layer would need Flex ops, and TFLite_Detection_PostProcess is
-a custom op; `tf.image.non_max_suppression_padded` is a builtin.
+int8: the network is quantized (uint8 or int8 pixels in, per-channel int8 weights, calibrated
+activation ranges as for classifiers); the post-processing stays in float32, so boxes and scores
+keep their precision and the NMS runs on TFLite's float kernel.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
+from typing import Callable, Iterable
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from repghost_tf import native_logs
-from repghost_tf.export.tflite import check_builtin_only
+from repghost_tf.detection import Anchors, PostProcessing, coco_map, postprocess, trim
+from repghost_tf.export import calibration
+from repghost_tf.export.tflite import PIXEL_RANGE, ExportError, check_builtin_only
+from repghost_tf.litert import make_interpreter, quantize_input
+
+# Name scope of the post-processing ops: their tensors stay float in an int8 file.
+_POSTPROCESS = "postprocess"
+OUTPUTS = ("boxes", "scores", "classes", "count")
 
 
 def convert_detector(
     detector: keras.Model,
     image_size: int,
+    settings: PostProcessing = PostProcessing(),
     *,
-    max_detections: int = 100,
-    iou_threshold: float = 0.5,
-    score_threshold: float = 0.5,
+    quantize: str = "none",
+    input_type: str = "float32",
+    representative_images: Callable[[], Iterable[np.ndarray]] | None = None,
+    ranges: str = "mse",
 ) -> bytes:
-    """A float32 flatbuffer of `detector` at a fixed (1, image_size, image_size, 3) input:
-    outputs `boxes` (1, max_detections, 4; yxyx in pixels), `scores` and `classes`
-    (1, max_detections; padded past `count` with zeros), `count` (1,)."""
-    shape = (image_size, image_size, 3)
-    anchors = np.concatenate(
-        [np.asarray(level) for level in detector.anchor_generator(np.zeros(shape)).values()]
-    )
+    """A flatbuffer of `detector` at a fixed (1, image_size, image_size, 3) input: outputs
+    `boxes` (1, max_detections, 4; yxyx in pixels), `scores` and `classes` (1, max_detections;
+    zeros past `count`), `count` (1,).
 
-    @tf.function(input_signature=[tf.TensorSpec((1, *shape), tf.float32, name="images")])
+    quantize="int8" quantizes the network with `input_type` pixels in ("uint8": scale 1, zero
+    point 0) over the activation ranges of `representative_images` (a callable returning
+    (1, H, W, 3) float32 images; read twice) by `ranges` ("mse" or "minmax").
+    """
+    if quantize not in ("none", "int8"):
+        raise ExportError(f"a detector exports as float32 (none) or int8, not {quantize}")
+    if quantize == "int8" and representative_images is None:
+        raise ExportError("int8 quantization needs representative images for calibration")
+    if quantize == "none" and input_type != "float32":
+        raise ExportError(f"a float32 detector takes float32 pixels, not {input_type}")
+    anchors = Anchors.of(detector, image_size)
+
+    @tf.function(input_signature=[
+        tf.TensorSpec((1, image_size, image_size, 3), tf.float32, name="images")
+    ])
     def detect(images):
         outputs = detector(images, training=False)
-        boxes = keras.utils.bounding_boxes.decode_deltas_to_boxes(
-            anchors=tf.constant(anchors, tf.float32),
-            boxes_delta=outputs["bbox_regression"],
-            encoded_format="center_xywh",
-            anchor_format=detector.anchor_generator.bounding_box_format,
-            box_format="yxyx",
-            image_shape=shape,
-        )[0]
-        class_scores = tf.sigmoid(outputs["cls_logits"][0])
-        scores = tf.reduce_max(class_scores, axis=-1)
-        indices, _, count = tf.raw_ops.NonMaxSuppressionV5(
-            boxes=boxes, scores=scores, max_output_size=max_detections,
-            iou_threshold=iou_threshold, score_threshold=score_threshold, soft_nms_sigma=0.0,
-            pad_to_max_output_size=True,
-        )
-        valid = tf.range(max_detections) < count
-        return {
-            "boxes": tf.where(valid[:, None], tf.gather(boxes, indices), 0.0)[None],
-            "scores": tf.where(valid, tf.gather(scores, indices), 0.0)[None],
-            "classes": tf.where(
-                valid, tf.cast(tf.argmax(tf.gather(class_scores, indices), -1), tf.float32), 0.0
-            )[None],
-            "count": tf.reshape(count, (1,)),
-        }
+        with tf.name_scope(_POSTPROCESS):
+            found = postprocess(
+                anchors, outputs["bbox_regression"][0], outputs["cls_logits"][0], settings
+            )
+            return {
+                "boxes": found["boxes"][None],
+                "scores": found["scores"][None],
+                "classes": found["classes"][None],
+                "count": tf.reshape(found["count"], (1,)),
+            }
 
     archive = keras.export.ExportArchive()
     archive.track(detector)
@@ -73,6 +79,65 @@ def convert_detector(
         archive.write_out(path, verbose=False)
         converter = tf.lite.TFLiteConverter.from_saved_model(path)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-        flatbuffer = converter.convert()
+        if quantize == "none":
+            flatbuffer = converter.convert()
+        else:
+            flatbuffer = _int8_network(converter, representative_images, input_type, ranges)
     check_builtin_only(flatbuffer)
     return flatbuffer
+
+
+def _int8_network(converter, images, input_type: str, ranges: str) -> bytes:
+    """Calibrates, sets the network's activation ranges, drops those of the post-processing,
+    then quantizes what has ranges."""
+    from tensorflow.lite.python.convert import mlir_quantize
+
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: ([image] for image in images())
+    converter._experimental_calibrate_only = True  # noqa: SLF001 (no public API for this step)
+    calibrated = calibration.set_ranges(
+        converter.convert(), images(), method=ranges, input_range=PIXEL_RANGE,
+        # Output tensors take the signature's names ("StatefulPartitionedCall:0", ...).
+        keep_float=lambda name: name.startswith((f"{_POSTPROCESS}/", "StatefulPartitionedCall")),
+    )
+    return mlir_quantize(
+        calibrated, input_data_type=getattr(tf, input_type), output_data_type=tf.float32
+    )
+
+
+def tflite_detections(
+    flatbuffer: bytes, images: Iterable[np.ndarray], num_threads: int = 1
+) -> list[dict[str, np.ndarray]]:
+    """The file's detections on each image of `images` (batches of float32 pixels), cut to each
+    image's count."""
+    interpreter = make_interpreter(flatbuffer, num_threads=num_threads)
+    runner = interpreter.get_signature_runner()
+    detail = runner.get_input_details()["images"]
+    found = []
+    for batch in images:
+        for image in np.asarray(batch, np.float32):
+            outputs = runner(images=quantize_input(image[None], detail))
+            found.append(trim({key: value[0] for key, value in outputs.items()}))
+    return found
+
+
+def compare_detections(
+    truth: list[dict[str, np.ndarray]],
+    keras_found: list[dict[str, np.ndarray]],
+    tflite_found: list[dict[str, np.ndarray]],
+) -> dict:
+    """COCO mAP of the file's and the Keras model's detections on the same images, and how
+    often they found the same number of objects above the score threshold."""
+    keras_map, tflite_map = coco_map(truth, keras_found), coco_map(truth, tflite_found)
+    same_count = np.mean([len(a["scores"]) == len(b["scores"])
+                          for a, b in zip(keras_found, tflite_found)])
+    return {
+        "examples": len(truth),
+        "keras_map": keras_map["map"],
+        "keras_map50": keras_map["map50"],
+        "tflite_map": tflite_map["map"],
+        "tflite_map50": tflite_map["map50"],
+        "map_drop": keras_map["map"] - tflite_map["map"],
+        "map50_drop": keras_map["map50"] - tflite_map["map50"],
+        "same_count": float(same_count),
+    }

@@ -76,6 +76,8 @@ def export(options: ExportOptions, log: Callable[[str], None] = print) -> list[s
         run = runs.summary_of_model(model_path)
     except runs.RunError as error:
         raise ExportError(str(error)) from error
+    if hasattr(model, "anchor_generator"):  # a repghost_tf.hub.RepGhostNetDetector
+        return _export_detector(options, model, model_path, run, log)
     options = dataclasses.replace(
         options,
         calibration_dataset=options.calibration_dataset or (run and run.dataset),
@@ -157,6 +159,100 @@ def export(options: ExportOptions, log: Callable[[str], None] = print) -> list[s
             for path in _write(output_dir, stem, flatbuffer, report, class_names, log)]
 
 
+def _export_detector(
+    options: ExportOptions,
+    model: keras.Model,
+    model_path: str,
+    run: runs.RunSummary | None,
+    log: Callable[[str], None],
+) -> list[str]:
+    """`export` for a detector: float32 and int8 files with their post-processing, each checked
+    in COCO mAP against the Keras model on --eval_split."""
+    from repghost_tf import detection
+    from repghost_tf.export.detection import (
+        OUTPUTS,
+        compare_detections,
+        convert_detector,
+        tflite_detections,
+    )
+
+    unsupported = [q for q in options.quantize if q not in ("none", "int8")]
+    if unsupported:
+        raise ExportError(f"a detector exports as --quantize none (float32) or int8, not "
+                          f"{','.join(unsupported)}")
+    image_size = options.image_size or _static_size(model) or (run and run.image_size)
+    if not image_size or image_size % 32:
+        raise ExportError(f"a detector needs an --image_size divisible by 32, got {image_size}")
+    exported = deploy_form(model) if options.fuse else model
+    dataset = options.eval_dataset or (run and run.dataset)
+    calibration_dataset = options.calibration_dataset or (run and run.dataset)
+    output_dir = options.output_dir or os.path.dirname(os.path.abspath(model_path))
+
+    def batches(name, split, batch_size, count):
+        return data.make_detection_dataset(
+            name, split, image_size=image_size, batch_size=batch_size, training=False,
+            data_dir=options.data_dir,
+        ).unbatch().take(count or -1).batch(batch_size)
+
+    try:
+        representative = None
+        if "int8" in options.quantize:
+            if not calibration_dataset:
+                raise ExportError("int8 needs --calibration_dataset (a detection dataset)")
+            images = [image[None] for image, _ in batches(
+                calibration_dataset, options.calibration_split, 1, options.calibration_steps
+            ).unbatch().as_numpy_iterator()]
+            representative = lambda: iter(images)  # noqa: E731
+        evaluation = None
+        if options.verify and dataset:
+            test = [(np.asarray(x), {k: np.asarray(v) for k, v in y.items()})
+                    for x, y in batches(dataset, options.eval_split, 32, options.eval_examples)]
+            evaluation = (test, detection.ground_truth(test),
+                          detection.keras_detections(model, test, image_size))
+        class_names = (data.builder(dataset, options.data_dir).info.features["objects"]["label"]
+                       .names if dataset else None)
+        results = []
+        for quantize in dict.fromkeys(options.quantize):
+            input_type = options.io_type if quantize == "int8" else "float32"
+            flatbuffer = convert_detector(
+                exported, image_size, quantize=quantize, input_type=input_type,
+                representative_images=representative, ranges=options.calibration_ranges,
+            )
+            report = {
+                "model_name": model.name,
+                "source": model_path,
+                "form": "deploy" if is_fused(exported) else "training",
+                "quantize": quantize,
+                "io_type": input_type,
+                "image_size": image_size,
+                "model": describe(flatbuffer),
+                "outputs": list(OUTPUTS),
+                "postprocessing": dataclasses.asdict(detection.PostProcessing()),
+                "preprocessing": preprocessing_info(model),
+            }
+            if quantize == "int8":
+                report["calibration"] = {
+                    "dataset": calibration_dataset, "split": options.calibration_split,
+                    "images": options.calibration_steps,
+                    "activation_ranges": options.calibration_ranges,
+                    "weights": "int8, per output channel",
+                    "float": "post-processing (decoding, scores, NMS)",
+                }
+            if evaluation:
+                test, truth, keras_found = evaluation
+                report["verification"] = {
+                    "dataset": dataset, "split": options.eval_split,
+                    **compare_detections(truth, keras_found, tflite_detections(
+                        flatbuffer, (x for x, _ in test), options.num_threads)),
+                }
+            results.append((_file_stem(model.name, report["form"], quantize, input_type),
+                            flatbuffer, report))
+    except data.DatasetError as error:
+        raise ExportError(str(error)) from error
+    return [path for stem, flatbuffer, report in results
+            for path in _write(output_dir, stem, flatbuffer, report, class_names, log)]
+
+
 def _write(output_dir, stem, flatbuffer, report, labels, log) -> list[str]:
     """Writes the model, its labels and its report, each atomically; returns their paths."""
     model_path = os.path.join(output_dir, f"{stem}.tflite")
@@ -214,6 +310,14 @@ def load_model(path: str) -> keras.Model:
     """Loads a .keras file in safe mode (no arbitrary code)."""
     if not zipfile.is_zipfile(path):
         raise ExportError(f"cannot load {path}: it is not a .keras model (not a zip archive)")
+    if runs.keras_class_name(path) == "RepGhostNetDetector":
+        try:
+            import repghost_tf.hub  # noqa: F401  (registers the detector's classes)
+        except ImportError as error:
+            raise ExportError(
+                f"{path} is a detector, which needs keras-hub ({error}): pip install -e "
+                '".[hub]" && pip install --no-deps keras-hub==0.32.0'
+            ) from error
     try:
         return keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as error:  # Keras raises many types for a bad file; all end up here.

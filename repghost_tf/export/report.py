@@ -125,7 +125,14 @@ def format_report(report: dict) -> str:
         + ", ".join(f"{name} {count}" for name, count in info["op_histogram"].items()),
     ]
     check = report.get("verification")
-    if check:
+    if check and "tflite_map" in check:  # a detector
+        lines.append(
+            f"  vs Keras on {check['dataset']}:{check['split']} ({check['examples']} images): "
+            f"mAP@.5 {check['tflite_map50']:.4f} (Keras {check['keras_map50']:.4f}), "
+            f"mAP@[.5:.95] {check['tflite_map']:.4f} (Keras {check['keras_map']:.4f}), "
+            f"same number of detections on {100 * check['same_count']:.1f}% of images"
+        )
+    elif check:
         line = f"  vs Keras on {check['dataset']}:{check['split']} ({check['examples']} images): "
         if "keras_top1" in check:
             line += (

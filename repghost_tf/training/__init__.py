@@ -3,7 +3,10 @@
 (per-epoch state) and `loop` (the run itself)."""
 
 from repghost_tf.training.config import (
+    BUILTIN_DETECTION_RECIPE,
     BUILTIN_RECIPE,
+    DETECTION_DATASET,
+    DETECTION_RECIPE,
     DTYPES,
     QAT_RECIPE,
     STRATEGIES,
@@ -17,7 +20,10 @@ from repghost_tf.training.config import (
 from repghost_tf.training.loop import train
 
 __all__ = [
+    "BUILTIN_DETECTION_RECIPE",
     "BUILTIN_RECIPE",
+    "DETECTION_DATASET",
+    "DETECTION_RECIPE",
     "DTYPES",
     "QAT_RECIPE",
     "STRATEGIES",

@@ -26,6 +26,17 @@ QAT_RECIPE = dict(
     epochs=3, warmup_epochs=0.0, base_lr=0.005, min_lr=0.0, weight_decay=0.0, ema_decay=0.0,
     label_smoothing=0.0, randaugment=False,
 )
+# Detection (`task="detection"`), trained from scratch: SSDLite's input size and weight decay;
+# the classification regularisers do not apply.
+DETECTION_DATASET = f"{data.BUILTIN_DATASET}/detection"
+DETECTION_RECIPE = dict(
+    image_size=320, batch_size=32, epochs=50, warmup_epochs=1.0, base_lr=0.8, weight_decay=4e-5,
+    ema_decay=0.9998, label_smoothing=0.0, dropout=0.0, randaugment=False,
+)
+# The built-in detection set's short schedule (a few minutes on a laptop CPU).
+BUILTIN_DETECTION_RECIPE = dict(
+    DETECTION_RECIPE, image_size=128, batch_size=32, epochs=8, ema_decay=0.998,
+)
 
 
 @dataclasses.dataclass
@@ -33,6 +44,8 @@ class TrainConfig:
     """One training run; the defaults are the paper's recipe for RepGhostNet 1.0x."""
 
     model: str = "repghostnet_100"
+    # classification, or detection: a `repghost_tf.hub.RepGhostNetDetector` on the model.
+    task: str = "classification"
     dataset: str = data.BUILTIN_DATASET
     data_dir: str | None = None
     manual_dir: str | None = None
@@ -73,11 +86,14 @@ class TrainConfig:
     distill: bool = True
     temperature: float = 3.0
     freeze_ranges_at: float = 0.67
+    # Detection: objects per image kept for training (the rest of a crowded image is dropped).
+    max_boxes: int = 100
 
     def resolved_output_dir(self) -> str:
         if self.output_dir:
             return self.output_dir
-        return runs.default_run_dir(f"{self.model}_qat" if self.qat else self.model)
+        suffix = "_qat" if self.qat else "_detection" if self.task == "detection" else ""
+        return runs.default_run_dir(self.model + suffix)
 
 
 class ConfigError(ValueError):
@@ -88,10 +104,13 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN; the last good checkpoint is kept."""
 
 
-def recipe(dataset: str, qat: bool = False) -> dict:
-    """The settings in which `dataset`'s default recipe (or QAT recipe) differs from
-    TrainConfig's (the paper's)."""
-    defaults = dict(BUILTIN_RECIPE) if dataset.split("/")[0] == data.BUILTIN_DATASET else {}
+def recipe(dataset: str, qat: bool = False, task: str = "classification") -> dict:
+    """The settings in which `dataset`'s default recipe (or QAT recipe) for `task` differs from
+    TrainConfig's (the paper's ImageNet classification)."""
+    builtin = dataset.split("/")[0] == data.BUILTIN_DATASET
+    if task == "detection":
+        return dict(BUILTIN_DETECTION_RECIPE if builtin else DETECTION_RECIPE)
+    defaults = dict(BUILTIN_RECIPE) if builtin else {}
     return {**defaults, **QAT_RECIPE} if qat else defaults
 
 
@@ -129,12 +148,19 @@ def augmentation(config: TrainConfig) -> data.Augmentation:
 
 def validate(config: TrainConfig) -> None:
     """Raises ConfigError (one line) for any invalid setting, before any work starts."""
+    if config.task not in ("classification", "detection"):
+        raise ConfigError(f"--task must be classification or detection, got {config.task!r}.")
     if config.qat:
+        if config.task != "classification":
+            raise ConfigError("--qat trains classifiers only; export a detector with "
+                              "post-training int8 (export_tflite.py --quantize int8).")
         _validate_qat(config)
     try:
         resolve(config.model)
     except UnknownModelError as error:
         raise ConfigError(str(error)) from error
+    if config.task == "detection":
+        _validate_detection(config)
     if config.dtype not in DTYPES:
         raise ConfigError(f"--dtype must be one of {', '.join(DTYPES)}, got {config.dtype!r}.")
     if config.strategy not in STRATEGIES:
@@ -160,9 +186,29 @@ def validate(config: TrainConfig) -> None:
         if getattr(config, name) <= 0:
             raise ConfigError(f"--{name} must be positive, got {getattr(config, name)}.")
     try:
-        data.check_dataset(config.dataset, config.data_dir, config.manual_dir)
+        data.check_dataset(config.dataset, config.data_dir, config.manual_dir, config.task)
     except data.DatasetError as error:
         raise ConfigError(str(error)) from error
+
+
+def _validate_detection(config: TrainConfig) -> None:
+    try:
+        from repghost_tf.hub import NO_PYRAMID_FAMILIES
+    except ImportError as error:
+        raise ConfigError(
+            f"--task=detection needs keras-hub ({error}): pip install -e \".[hub]\" && "
+            "pip install --no-deps keras-hub==0.32.0"
+        ) from error
+    if resolve(config.model).family in NO_PYRAMID_FAMILIES:
+        raise ConfigError(f"{config.model} has no pyramid outputs to detect on; choose a "
+                          "RepGhostNet or GhostNet.")
+    if config.image_size % 32:
+        raise ConfigError(
+            f"--task=detection needs an --image_size divisible by 32 (the stride of P5), got "
+            f"{config.image_size}."
+        )
+    if config.max_boxes < 1:
+        raise ConfigError(f"--max_boxes must be positive, got {config.max_boxes}.")
 
 
 def _validate_qat(config: TrainConfig) -> None:

@@ -18,12 +18,12 @@ import tensorflow as tf
 from repghost_tf import data, qat, runs
 from repghost_tf.atomic_files import save_model
 from repghost_tf.fusion import fuse
-from repghost_tf.models.registry import create_model
 from repghost_tf.training import config as configuration
 from repghost_tf.training.checkpoints import Checkpoints
 from repghost_tf.training.config import ConfigError, TrainConfig, TrainingDiverged
 from repghost_tf.training.distribute import is_chief, make_strategy
-from repghost_tf.training.trainer import EmaClassifier, WarmupCosine, weights_fingerprint
+from repghost_tf.training.tasks import Task, task_of
+from repghost_tf.training.trainer import EmaTrainer, WarmupCosine, weights_fingerprint
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,18 +43,19 @@ class _Run:
     """The objects of one run that the epoch-end callback works on."""
 
     config: TrainConfig
+    task: Task
     output_dir: str
     chief: bool
     network: keras.Model
     ema_network: keras.Model
     best_model: keras.Model
     export_model: keras.Model
-    trainer: EmaClassifier
+    trainer: EmaTrainer
     schedule: WarmupCosine
     checkpoints: Checkpoints
     steps_per_epoch: int
     global_batch: int
-    best_top1: float = -1.0
+    best_score: float | None = None  # of the task's monitored validation entry
     best_epoch: int = 0
     history: list = dataclasses.field(default_factory=list)
 
@@ -65,11 +66,11 @@ class _Run:
         """Saves best.keras (when validation improved; always in a QAT run), last.keras,
         last_raw.keras and the checkpoint of finished epoch `epoch`, then prints its summary
         line."""
-        top1 = float(logs.get("val_ema_top1", 0.0))
+        score = float(logs.get(self.task.monitor, math.nan))
         ema_weights = self.ema_network.get_weights()
         # A QAT run keeps its last epoch, the one trained against the ranges it ships with.
-        if top1 > self.best_top1 or self.config.qat:
-            self.best_top1, self.best_epoch = top1, epoch
+        if self.task.improved(score, self.best_score) or self.config.qat:
+            self.best_score, self.best_epoch = score, epoch
             self.best_model.set_weights(ema_weights)
             save_model(self.best_model, self.path(runs.BEST_MODEL), publish=self.chief)
         self.export_model.set_weights(ema_weights)
@@ -79,18 +80,15 @@ class _Run:
         self.history.append({k: float(v) for k, v in logs.items()})
         self.checkpoints.save(epoch, {
             "step": int(self.trainer.optimizer.iterations.numpy()),
-            "best_top1": self.best_top1,
+            "best_score": self.best_score,
             "best_epoch": self.best_epoch,
             "history": self.history,
         })
         if self.chief:
             print(
-                f"epoch {epoch}/{self.config.epochs}: loss {logs.get('loss', math.nan):.4f}, "
-                f"top-1 {100 * logs.get('top1', math.nan):.1f}%, "
-                f"val top-1 {100 * logs.get('val_top1', math.nan):.1f}%, "
-                f"val EMA top-1 {100 * top1:.1f}% (best {100 * self.best_top1:.1f}% at epoch "
-                f"{self.best_epoch}), lr {logs['lr']:.3g}, {logs['images_per_sec']:.0f} images/s, "
-                f"{seconds:.0f} s",
+                f"epoch {epoch}/{self.config.epochs}: "
+                f"{self.task.epoch_line(logs, self.best_score, self.best_epoch)}, "
+                f"lr {logs['lr']:.3g}, {logs['images_per_sec']:.0f} images/s, {seconds:.0f} s",
                 flush=True,
             )
 
@@ -153,8 +151,9 @@ def train(config: TrainConfig) -> runs.RunSummary:
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
     keras.config.set_dtype_policy(config.dtype)
+    task = task_of(config)
     splits = _splits(config)
-    run = _build_run(config, strategy, splits)
+    run = _build_run(config, task, strategy, splits)
     initial_epoch = _resume(run)
     validation_steps = _validation_steps(run, splits)
     if initial_epoch < config.epochs:
@@ -169,7 +168,7 @@ def train(config: TrainConfig) -> runs.RunSummary:
 
 def _splits(config: TrainConfig) -> _Splits:
     """Prepares the dataset (downloading or generating it once) and reads its splits."""
-    data.prepare(config.dataset, config.data_dir, config.manual_dir)
+    data.prepare(config.dataset, config.data_dir, config.manual_dir, config.task)
     train_split, validation_split, test_split = data.default_splits(config.dataset, config.data_dir)
     return _Splits(
         classes=data.num_classes(config.dataset, config.data_dir),
@@ -181,7 +180,9 @@ def _splits(config: TrainConfig) -> _Splits:
     )
 
 
-def _build_run(config: TrainConfig, strategy: tf.distribute.Strategy, splits: _Splits) -> _Run:
+def _build_run(
+    config: TrainConfig, task: Task, strategy: tf.distribute.Strategy, splits: _Splits
+) -> _Run:
     """The networks, optimizer, schedule and checkpoints of a fresh run."""
     global_batch = config.batch_size * strategy.num_replicas_in_sync
     steps_per_epoch = config.steps_per_epoch or splits.train_examples // global_batch
@@ -200,16 +201,19 @@ def _build_run(config: TrainConfig, strategy: tf.distribute.Strategy, splits: _S
     with strategy.scope():
         # A QAT run's float model, loaded under the strategy: the teacher too.
         source = _float_source(config, splits.classes) if config.qat else None
-        build = _architecture(config, splits.classes, source)
+        build = _architecture(task, splits.classes, source)
         network = build()
         ema_network = build()
         ema_network.set_weights(network.get_weights())
-        teacher = source if config.distill else None
-        trainer = EmaClassifier(
-            network, ema_network, classes=splits.classes, ema_decay=config.ema_decay,
-            weight_decay=config.weight_decay, label_smoothing=config.label_smoothing,
-            teacher=teacher, temperature=config.temperature,
+        distillation = (
+            dict(teacher=source, temperature=config.temperature) if source and config.distill
+            else {}
+        )
+        trainer = task.trainer(
+            network, ema_network, splits.classes, ema_decay=config.ema_decay,
+            weight_decay=config.weight_decay,
             multi_worker=isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy),
+            **distillation,
         )
         trainer.compile(
             optimizer=keras.optimizers.SGD(learning_rate=schedule, momentum=config.momentum),
@@ -224,24 +228,18 @@ def _build_run(config: TrainConfig, strategy: tf.distribute.Strategy, splits: _S
         os.path.join(output_dir, runs.CHECKPOINTS), chief, network=network, ema=ema_network,
         best=best_model, optimizer=trainer.optimizer,
     )
-    return _Run(config, output_dir, chief, network, ema_network, best_model, export_model,
+    return _Run(config, task, output_dir, chief, network, ema_network, best_model, export_model,
                 trainer, schedule, checkpoints, steps_per_epoch, global_batch)
 
 
 def _architecture(
-    config: TrainConfig, classes: int, source: keras.Model | None
+    task: Task, classes: int, source: keras.Model | None
 ) -> Callable[[], keras.Model]:
-    """Builds a fresh network of the run: the named architecture, or for a QAT run the QAT form
-    of the float model `source` it starts from (with that model's weights)."""
+    """Builds a fresh network of the run: the task's network, or for a QAT run the QAT form of
+    the float model `source` it starts from (with that model's weights)."""
     if source is not None:
         return lambda: qat.quantize_model(source)
-    return lambda: create_model(
-        config.model,
-        classes=classes,
-        input_shape=(config.image_size, config.image_size, 3),
-        classifier_activation=None,
-        dropout_rate=config.dropout,
-    )
+    return task.network(classes)
 
 
 def _float_source(config: TrainConfig, classes: int) -> keras.Model:
@@ -279,7 +277,9 @@ def _resume(run: _Run) -> int:
             raise ConfigError(f"--resume: {run.output_dir} has no checkpoint to resume from.")
         return 0
     state = run.checkpoints.restore()
-    run.best_top1, run.best_epoch = state["best_top1"], state["best_epoch"]
+    # "best_top1": checkpoints of classification runs written before detection came.
+    run.best_score = state.get("best_score", state.get("best_top1"))
+    run.best_epoch = state["best_epoch"]
     run.history = state["history"]
     if run.chief:
         print(f"Resuming {run.output_dir} after epoch {state['epoch']} (step {state['step']}).")
@@ -296,7 +296,7 @@ def _validation_steps(run: _Run, splits: _Splits) -> int | None:
 
 def _announce(run, strategy, splits: _Splits, initial_epoch: int, validation_steps) -> None:
     config = run.config
-    what = f"Training {config.model}"
+    what = f"Training {config.model}" + (" as a detector" if config.task == "detection" else "")
     if config.qat:
         teacher = f"distilled at temperature {config.temperature:g}" if config.distill else (
             "on the labels")
@@ -318,22 +318,19 @@ def _announce(run, strategy, splits: _Splits, initial_epoch: int, validation_ste
 def _fit(run: _Run, strategy, splits: _Splits, initial_epoch: int, validation_steps) -> None:
     """Trains epochs initial_epoch + 1 ... config.epochs; raises TrainingDiverged on a NaN."""
     config, global_batch = run.config, run.global_batch
-    augmentation = configuration.augmentation(config)
 
     def train_input(context: tf.distribute.InputContext) -> tf.data.Dataset:
-        return data.make_dataset(
-            config.dataset, splits.train, image_size=config.image_size,
-            batch_size=context.get_per_replica_batch_size(global_batch), training=True,
-            data_dir=config.data_dir, manual_dir=config.manual_dir, augmentation=augmentation,
-            input_context=context, shuffle_buffer=config.shuffle_buffer,
-            seed=config.seed + initial_epoch, deterministic=config.deterministic,
+        return run.task.dataset(
+            splits.train, training=True,
+            batch_size=context.get_per_replica_batch_size(global_batch), input_context=context,
+            shuffle_buffer=config.shuffle_buffer, seed=config.seed + initial_epoch,
+            deterministic=config.deterministic,
         )
 
     def validation_input(context: tf.distribute.InputContext) -> tf.data.Dataset:
-        return data.make_dataset(
-            config.dataset, splits.validation, image_size=config.image_size,
-            batch_size=context.get_per_replica_batch_size(global_batch), training=False,
-            data_dir=config.data_dir, manual_dir=config.manual_dir, input_context=context,
+        return run.task.dataset(
+            splits.validation, training=False,
+            batch_size=context.get_per_replica_batch_size(global_batch), input_context=context,
             repeat=validation_steps is not None,
         )
 
@@ -371,41 +368,27 @@ def _finish(run: _Run, splits: _Splits) -> runs.RunSummary:
     state = run.checkpoints.state() or {}
     summary = runs.RunSummary(
         model=config.model,
+        task=config.task,
         dataset=config.dataset,
         image_size=config.image_size,
         epochs=state.get("epoch", 0),
         step=int(run.trainer.optimizer.iterations.numpy()),
         best_epoch=run.best_epoch,
-        best_val_ema_top1=run.best_top1,
         history=state.get("history", []),
         trainable_weights_sha256=weights_fingerprint(run.network),
         init_from=os.path.abspath(config.init_from) if config.qat else None,
     )
+    # best_val_ema_top1 or best_val_ema_loss
+    setattr(summary, f"best_{run.task.monitor}", run.best_score)
     if splits.test is not None:
         scored, name = (deploy, runs.DEPLOY_MODEL) if config.qat else (run.best_model,
                                                                         runs.BEST_MODEL)
-        summary.test_top1, summary.test_top5 = _evaluate(scored, config, splits)
+        scores = run.task.evaluate(scored, splits.test)
+        for field, value in scores.items():
+            setattr(summary, field, value)
         if chief:
-            print(f"{splits.test} top-1 of {name}: {100 * summary.test_top1:.2f}% "
-                  f"(top-5 {100 * summary.test_top5:.2f}%)", flush=True)
+            print(f"{splits.test} {run.task.describe(scores)} of {name}", flush=True)
     summary.write(run.output_dir, publish=chief)
     if config.latest_file:
         runs.write_latest(config.latest_file, run.output_dir, publish=chief)
     return summary
-
-
-def _evaluate(model: keras.Model, config: TrainConfig, splits: _Splits) -> tuple[float, float]:
-    """Top-1 and top-5 of `model` on the test split, every image counted."""
-    model.compile(
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=[
-            keras.metrics.SparseTopKCategoricalAccuracy(1, name="top1"),
-            keras.metrics.SparseTopKCategoricalAccuracy(min(5, splits.classes), name="top5"),
-        ],
-    )
-    test = data.make_dataset(
-        config.dataset, splits.test, image_size=config.image_size, batch_size=config.batch_size,
-        training=False, data_dir=config.data_dir, manual_dir=config.manual_dir,
-    )
-    scores = model.evaluate(test, verbose=0, return_dict=True)
-    return float(scores["top1"]), float(scores["top5"])

@@ -44,42 +44,29 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
         }
 
 
-class EmaClassifier(keras.Model):
+class EmaTrainer(keras.Model):
     """Trains `network` and keeps `ema_network` as an exponential moving average of all its
-    weights (BatchNorm statistics included); evaluation reports both, the EMA as `ema_*`.
+    weights (BatchNorm statistics included); evaluation reports both, the EMA's as `ema_*`.
+    Subclasses give the task's loss (`task_loss`) and metrics.
 
     The EMA decay warms up as min(decay, (1 + step) / (10 + step)), so short runs get a useful
     average while long ones reach the full decay. Weight decay is PyTorch-style L2 (added to the
     gradient, so momentum sees it) on kernels only: BatchNorm parameters and biases are exempt.
     """
 
-    def __init__(self, network: keras.Model, ema_network: keras.Model, *, classes: int,
-                 ema_decay: float, weight_decay: float, label_smoothing: float,
-                 teacher: keras.Model | None = None, temperature: float = 1.0,
-                 multi_worker: bool = False, **kwargs):
+    def __init__(self, network: keras.Model, ema_network: keras.Model, *, ema_decay: float,
+                 weight_decay: float, multi_worker: bool = False, **kwargs):
         super().__init__(**kwargs)
-        self.teacher = teacher
-        if teacher is not None:
-            teacher.trainable = False
-        self.temperature = temperature
-        self.kl_divergence = keras.losses.KLDivergence()
         self.multi_worker = multi_worker
         self.network = network
         self.ema_network = ema_network
         self.ema_network.trainable = False
-        self.classes = classes
         self.ema_decay = ema_decay
         self.weight_decay = weight_decay
-        self.cross_entropy = keras.losses.CategoricalCrossentropy(
-            from_logits=True, label_smoothing=label_smoothing
-        )
-        top_k = min(5, classes)
         self.loss_tracker = keras.metrics.Mean(name="loss")
-        self.top1 = keras.metrics.SparseTopKCategoricalAccuracy(1, name="top1")
-        self.top5 = keras.metrics.SparseTopKCategoricalAccuracy(top_k, name="top5")
         self.ema_loss_tracker = keras.metrics.Mean(name="ema_loss")
-        self.ema_top1 = keras.metrics.SparseTopKCategoricalAccuracy(1, name="ema_top1")
-        self.ema_top5 = keras.metrics.SparseTopKCategoricalAccuracy(top_k, name="ema_top5")
+        self.task_metrics: tuple = ()  # each updated with (targets, network outputs)
+        self.ema_task_metrics: tuple = ()  # each updated with (targets, EMA network outputs)
         self.built = True
 
     def call(self, images, training=False):
@@ -89,27 +76,22 @@ class EmaClassifier(keras.Model):
         """Skipped: both networks are built already, and Keras's symbolic build all-reduces a
         data batch, which fails under MultiWorkerMirroredStrategy."""
 
-    def _loss(self, labels, logits):
-        """Label-smoothed cross-entropy, scaled by Keras for the number of replicas."""
-        return self.cross_entropy(tf.one_hot(labels, self.classes), tf.cast(logits, tf.float32))
+    def task_loss(self, images, targets, outputs):
+        """The loss of `outputs` for one replica's batch, divided by the number of replicas (as
+        Keras's own losses are under tf.distribute, whose gradients add up)."""
+        raise NotImplementedError
 
-    def _distillation_loss(self, teacher_logits, logits):
-        """KL(teacher || network) of the softened predictions, times temperature squared."""
-        t = self.temperature
-        targets = tf.nn.softmax(tf.cast(teacher_logits, tf.float32) / t)
-        predictions = tf.nn.softmax(tf.cast(logits, tf.float32) / t)
-        return self.kl_divergence(targets, predictions) * (t * t)
+    def training_loss(self, images, targets, outputs):
+        """What the training step minimises; the task loss unless a subclass distils."""
+        return self.task_loss(images, targets, outputs)
 
     def train_step(self, batch):
-        images, labels = batch
+        images, targets = batch
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         decayed = [v for v in self.network.trainable_weights if len(v.shape) > 1]
         with tf.GradientTape() as tape:
-            logits = self.network(images, training=True)
-            if self.teacher is None:
-                loss = self._loss(labels, logits)
-            else:
-                loss = self._distillation_loss(self.teacher(images, training=False), logits)
+            outputs = self.network(images, training=True)
+            loss = self.training_loss(images, targets, outputs)
             l2 = tf.add_n([tf.reduce_sum(tf.square(tf.cast(v, tf.float32))) for v in decayed])
             total = loss + 0.5 * self.weight_decay * l2 / replicas
             scaled = self.optimizer.scale_loss(total)
@@ -117,9 +99,9 @@ class EmaClassifier(keras.Model):
         self.optimizer.apply(gradients, self.network.trainable_weights)
         tf.distribute.get_replica_context().merge_call(self._update_ema)
         self.loss_tracker.update_state(loss * replicas)
-        self.top1.update_state(labels, logits)
-        self.top5.update_state(labels, logits)
-        return self._outputs((self.loss_tracker, self.top1, self.top5))
+        for metric in self.task_metrics:
+            metric.update_state(targets, outputs)
+        return self._outputs((self.loss_tracker, *self.task_metrics))
 
     def _update_ema(self, strategy: tf.distribute.Strategy) -> None:
         step = tf.cast(self.optimizer.iterations, tf.float32)
@@ -132,15 +114,16 @@ class EmaClassifier(keras.Model):
             strategy.extended.update(average.value, update, args=(value.value,), group=False)
 
     def test_step(self, batch):
-        images, labels = batch
+        images, targets = batch
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        logits = self.network(images, training=False)
-        ema_logits = self.ema_network(images, training=False)
-        self.loss_tracker.update_state(self._loss(labels, logits) * replicas)
-        self.ema_loss_tracker.update_state(self._loss(labels, ema_logits) * replicas)
-        for metric, predictions in ((self.top1, logits), (self.top5, logits),
-                                    (self.ema_top1, ema_logits), (self.ema_top5, ema_logits)):
-            metric.update_state(labels, predictions)
+        outputs = self.network(images, training=False)
+        ema_outputs = self.ema_network(images, training=False)
+        self.loss_tracker.update_state(self.task_loss(images, targets, outputs) * replicas)
+        self.ema_loss_tracker.update_state(self.task_loss(images, targets, ema_outputs) * replicas)
+        for metric in self.task_metrics:
+            metric.update_state(targets, outputs)
+        for metric in self.ema_task_metrics:
+            metric.update_state(targets, ema_outputs)
         return self._outputs(self.metrics)
 
     def _outputs(self, metrics) -> dict:
@@ -149,6 +132,81 @@ class EmaClassifier(keras.Model):
         if self.multi_worker:
             return {m.name: tf.reshape(m.result(), [1]) for m in metrics}
         return {m.name: m.result() for m in metrics}
+
+
+class EmaClassifier(EmaTrainer):
+    """An `EmaTrainer` for classification: label-smoothed cross-entropy, or with a `teacher`,
+    distillation of its softened predictions; top-1 and top-5."""
+
+    def __init__(self, network: keras.Model, ema_network: keras.Model, *, classes: int,
+                 label_smoothing: float, teacher: keras.Model | None = None,
+                 temperature: float = 1.0, **kwargs):
+        super().__init__(network, ema_network, **kwargs)
+        self.teacher = teacher
+        if teacher is not None:
+            teacher.trainable = False
+        self.temperature = temperature
+        self.kl_divergence = keras.losses.KLDivergence()
+        self.classes = classes
+        self.cross_entropy = keras.losses.CategoricalCrossentropy(
+            from_logits=True, label_smoothing=label_smoothing
+        )
+        top_k = min(5, classes)
+        self.task_metrics = (
+            keras.metrics.SparseTopKCategoricalAccuracy(1, name="top1"),
+            keras.metrics.SparseTopKCategoricalAccuracy(top_k, name="top5"),
+        )
+        self.ema_task_metrics = (
+            keras.metrics.SparseTopKCategoricalAccuracy(1, name="ema_top1"),
+            keras.metrics.SparseTopKCategoricalAccuracy(top_k, name="ema_top5"),
+        )
+
+    def task_loss(self, images, labels, logits):
+        """Label-smoothed cross-entropy, scaled by Keras for the number of replicas."""
+        return self.cross_entropy(tf.one_hot(labels, self.classes), tf.cast(logits, tf.float32))
+
+    def training_loss(self, images, labels, logits):
+        """With a teacher: KL(teacher || network) of the softened predictions, times temperature
+        squared."""
+        if self.teacher is None:
+            return self.task_loss(images, labels, logits)
+        t = self.temperature
+        teacher_logits = self.teacher(images, training=False)
+        targets = tf.nn.softmax(tf.cast(teacher_logits, tf.float32) / t)
+        predictions = tf.nn.softmax(tf.cast(logits, tf.float32) / t)
+        return self.kl_divergence(targets, predictions) * (t * t)
+
+
+class EmaDetector(EmaTrainer):
+    """An `EmaTrainer` for a keras-hub RetinaNet-style detector (`repghost_tf.hub`): targets are
+    {"boxes", "labels"} padded with -1, encoded on the anchors by the detector's label encoder;
+    the loss is RetinaNet's (focal, alpha 0.25 and gamma 2, on every anchor not ignored; Huber on
+    the box deltas of positive anchors), summed and divided by the positive anchors."""
+
+    def __init__(self, network: keras.Model, ema_network: keras.Model, **kwargs):
+        super().__init__(network, ema_network, **kwargs)
+        self.box_loss = keras.losses.Huber(reduction="sum")
+        self.classification_loss = keras.losses.BinaryFocalCrossentropy(
+            apply_class_balancing=True, alpha=0.25, gamma=2.0, from_logits=True, reduction="sum"
+        )
+
+    def task_loss(self, images, targets, outputs):
+        box_targets, class_targets = self.network.label_encoder(
+            images=images, gt_boxes=targets["boxes"], gt_classes=targets["labels"]
+        )
+        positive = tf.cast(class_targets > -1.0, tf.float32)
+        normalizer = tf.maximum(tf.reduce_sum(positive), 1.0)
+        box_loss = self.box_loss(
+            box_targets, tf.cast(outputs["bbox_regression"], tf.float32),
+            sample_weight=positive / normalizer,
+        )
+        class_loss = self.classification_loss(
+            tf.one_hot(tf.cast(class_targets, tf.int32), self.network.num_classes),
+            tf.cast(outputs["cls_logits"], tf.float32),
+            sample_weight=tf.cast(tf.not_equal(class_targets, -2.0), tf.float32) / normalizer,
+        )
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        return (box_loss + class_loss) / replicas
 
 
 def weights_fingerprint(model: keras.Model) -> str:

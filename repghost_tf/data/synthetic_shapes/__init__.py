@@ -1,5 +1,10 @@
 """The built-in `synthetic_shapes` dataset: generated on the fly, no download."""
 
-from repghost_tf.data.synthetic_shapes.builder import CLASSES, SyntheticShapes, render_example
+from repghost_tf.data.synthetic_shapes.builder import (
+    CLASSES,
+    SyntheticShapes,
+    render_detection_example,
+    render_example,
+)
 
-__all__ = ["CLASSES", "SyntheticShapes", "render_example"]
+__all__ = ["CLASSES", "SyntheticShapes", "render_detection_example", "render_example"]

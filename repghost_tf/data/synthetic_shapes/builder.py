@@ -5,6 +5,9 @@ and needs no download. Each image shows one shape of a random size, position, ro
 over a random background texture (gradient, stripes, checkerboard or blobs), plus pixel noise and
 a few thin distractor strokes; the label is the shape. Colour and texture carry no information,
 so a model has to learn shape, which takes it a few epochs.
+
+The `detection` configurations draw one to four smaller shapes that do not touch, each with the
+tight box of its pixels, in the layout of TFDS's coco and voc (`objects/bbox`, `objects/label`).
 """
 
 from __future__ import annotations
@@ -39,6 +42,9 @@ class ShapesConfig(tfds.core.BuilderConfig):
     sizes: tuple = ()
     classes: tuple = CLASSES
     cluttered: bool = True
+    # Detection: up to this many shapes per image, of radii in this fraction of the image side.
+    max_objects: int = 0
+    radius_range: tuple = (0.13, 0.3)
 
 
 def _polygon_radius(theta: np.ndarray, sides: int) -> np.ndarray:
@@ -96,6 +102,43 @@ def _background(rng: np.random.Generator, size: int, yy: np.ndarray, xx: np.ndar
     return base + weight[..., None] * (other - base)
 
 
+def _clutter(rng: np.random.Generator, image_size: int, yy, xx, cluttered: bool) -> np.ndarray:
+    """A float background: a texture with a few distractor strokes, or a flat colour."""
+    if not cluttered:
+        return np.broadcast_to(rng.uniform(0, 255, 3), (image_size, image_size, 3)).copy()
+    image = _background(rng, image_size, yy, xx)
+    for _ in range(rng.integers(0, 3)):
+        y0, x0 = rng.uniform(0, image_size, 2)
+        angle, length = rng.uniform(0, np.pi), rng.uniform(0.1, 0.4) * image_size
+        along = (xx - x0) * np.cos(angle) + (yy - y0) * np.sin(angle)
+        across = -(xx - x0) * np.sin(angle) + (yy - y0) * np.cos(angle)
+        stroke = (np.abs(across) <= 1.0) & (along >= 0) & (along <= length)
+        image[stroke] = rng.uniform(0, 255, 3)
+    return image
+
+
+def _draw_shape(rng: np.random.Generator, image: np.ndarray, yy, xx, name: str, radius: float,
+                cy: float, cx: float) -> np.ndarray:
+    """Paints shape `name` (random rotation, a colour that stands out, a shade) into `image`;
+    returns its mask."""
+    angle = rng.uniform(0, 2 * np.pi)
+    dx, dy = (xx - cx) / radius, (yy - cy) / radius
+    x = np.cos(angle) * dx + np.sin(angle) * dy
+    y = -np.sin(angle) * dx + np.cos(angle) * dy
+    mask = _shape_mask(name, x, y)
+    colour = rng.uniform(0, 255, 3)
+    while np.abs(colour - image[mask].mean(axis=0)).max() < 100:  # keep the shape visible
+        colour = rng.uniform(0, 255, 3)
+    shade = 1.0 + rng.uniform(-0.25, 0.25) * (x / 2)
+    image[mask] = np.clip(colour * shade[mask][:, None], 0, 255)
+    return mask
+
+
+def _finish(rng: np.random.Generator, image: np.ndarray, cluttered: bool) -> np.ndarray:
+    image += rng.normal(0, rng.uniform(2, 10) if cluttered else 2, image.shape)
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
 def render_example(
     split: str, index: int, image_size: int = 96, classes: tuple = CLASSES, cluttered: bool = True
 ) -> tuple[np.ndarray, int]:
@@ -103,34 +146,45 @@ def render_example(
     rng = np.random.default_rng([_SPLIT_SEEDS[split], index])
     label = int(rng.integers(len(classes)))
     yy, xx = np.mgrid[0:image_size, 0:image_size].astype(np.float32)
-    if cluttered:
-        image = _background(rng, image_size, yy, xx)
-    else:
-        image = np.broadcast_to(rng.uniform(0, 255, 3), (image_size, image_size, 3)).copy()
-
-    for _ in range(rng.integers(0, 3) if cluttered else 0):
-        y0, x0 = rng.uniform(0, image_size, 2)
-        angle, length = rng.uniform(0, np.pi), rng.uniform(0.1, 0.4) * image_size
-        along = (xx - x0) * np.cos(angle) + (yy - y0) * np.sin(angle)
-        across = -(xx - x0) * np.sin(angle) + (yy - y0) * np.cos(angle)
-        stroke = (np.abs(across) <= 1.0) & (along >= 0) & (along <= length)
-        image[stroke] = rng.uniform(0, 255, 3)
-
+    image = _clutter(rng, image_size, yy, xx, cluttered)
     radius = rng.uniform(0.25, 0.45) * image_size
     cy, cx = rng.uniform(radius * 0.8, image_size - radius * 0.8, 2)
-    angle = rng.uniform(0, 2 * np.pi)
-    dx, dy = (xx - cx) / radius, (yy - cy) / radius
-    x = np.cos(angle) * dx + np.sin(angle) * dy
-    y = -np.sin(angle) * dx + np.cos(angle) * dy
-    mask = _shape_mask(classes[label], x, y)
-    colour = rng.uniform(0, 255, 3)
-    while np.abs(colour - image[mask].mean(axis=0)).max() < 100:  # keep the shape visible
-        colour = rng.uniform(0, 255, 3)
-    shade = 1.0 + rng.uniform(-0.25, 0.25) * (x / 2)
-    image[mask] = np.clip(colour * shade[mask][:, None], 0, 255)
+    _draw_shape(rng, image, yy, xx, classes[label], radius, cy, cx)
+    return _finish(rng, image, cluttered), label
 
-    image += rng.normal(0, rng.uniform(2, 10) if cluttered else 2, image.shape)
-    return np.clip(image, 0, 255).astype(np.uint8), label
+
+def render_detection_example(
+    split: str,
+    index: int,
+    image_size: int = 128,
+    classes: tuple = CLASSES,
+    cluttered: bool = True,
+    max_objects: int = 4,
+    radius_range: tuple = (0.13, 0.3),
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The (uint8 image, float32 boxes, int64 labels) of detection example `index` of `split`:
+    one to `max_objects` shapes that do not touch, each box the tight (ymin, xmin, ymax, xmax) of
+    its pixels as fractions of the image side. A pure function of its arguments."""
+    rng = np.random.default_rng([_SPLIT_SEEDS[split], index, 1])
+    yy, xx = np.mgrid[0:image_size, 0:image_size].astype(np.float32)
+    image = _clutter(rng, image_size, yy, xx, cluttered)
+    placed, boxes, labels = [], [], []
+    for _ in range(rng.integers(1, max_objects + 1)):
+        for _attempt in range(20):  # a free spot, else one shape fewer
+            radius = rng.uniform(*radius_range) * image_size
+            cy, cx = rng.uniform(radius, image_size - radius, 2)
+            if all(np.hypot(cy - y, cx - x) > radius + r + 2 for y, x, r in placed):
+                break
+        else:
+            continue
+        label = int(rng.integers(len(classes)))
+        mask = _draw_shape(rng, image, yy, xx, classes[label], radius, cy, cx)
+        rows, columns = np.nonzero(mask)
+        placed.append((cy, cx, radius))
+        boxes.append([rows.min(), columns.min(), rows.max() + 1, columns.max() + 1])
+        labels.append(label)
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 4) / image_size
+    return _finish(rng, image, cluttered), boxes, np.asarray(labels, np.int64)
 
 
 class SyntheticShapes(tfds.core.GeneratorBasedBuilder):
@@ -161,15 +215,40 @@ class SyntheticShapes(tfds.core.GeneratorBasedBuilder):
             classes=("circle", "triangle", "square", "cross"),
             cluttered=False,
         ),
+        ShapesConfig(
+            name="detection",
+            version=tfds.core.Version("1.0.0"),
+            description="Detection: 128x128 images of 1-4 shapes with their boxes; 8,000 train, "
+            "500 validation, 1,000 test.",
+            image_size=128,
+            sizes=(("train", 8_000), ("validation", 500), ("test", 1_000)),
+            max_objects=4,
+        ),
+        ShapesConfig(
+            name="detection_tiny",
+            version=tfds.core.Version("1.0.0"),
+            description="Detection, for tests: 64x64 images of 1-3 shapes of 4 classes on a flat "
+            "colour; 1,200 train, 200 validation, 300 test.",
+            image_size=64,
+            sizes=(("train", 1_200), ("validation", 200), ("test", 300)),
+            classes=("circle", "triangle", "square", "cross"),
+            cluttered=False,
+            max_objects=3,
+            radius_range=(0.2, 0.4),
+        ),
     ]
 
     def _info(self) -> tfds.core.DatasetInfo:
-        size = self.builder_config.image_size
+        config = self.builder_config
+        image = tfds.features.Image(shape=(config.image_size,) * 2 + (3,), encoding_format="jpeg")
+        label = tfds.features.ClassLabel(names=config.classes)
+        if config.max_objects:
+            objects = tfds.features.Sequence({"bbox": tfds.features.BBoxFeature(), "label": label})
+            return self.dataset_info_from_configs(
+                features=tfds.features.FeaturesDict({"image": image, "objects": objects})
+            )
         return self.dataset_info_from_configs(
-            features=tfds.features.FeaturesDict({
-                "image": tfds.features.Image(shape=(size, size, 3), encoding_format="jpeg"),
-                "label": tfds.features.ClassLabel(names=self.builder_config.classes),
-            }),
+            features=tfds.features.FeaturesDict({"image": image, "label": label}),
             supervised_keys=("image", "label"),
         )
 
@@ -177,9 +256,16 @@ class SyntheticShapes(tfds.core.GeneratorBasedBuilder):
         return {split: self._generate_examples(split, count) for split, count in self.builder_config.sizes}
 
     def _generate_examples(self, split: str, count: int):
+        config = self.builder_config
         for index in range(count):
-            config = self.builder_config
-            image, label = render_example(
-                split, index, config.image_size, config.classes, config.cluttered
-            )
-            yield index, {"image": image, "label": label}
+            if config.max_objects:
+                image, boxes, labels = render_detection_example(
+                    split, index, config.image_size, config.classes, config.cluttered,
+                    config.max_objects, config.radius_range,
+                )
+                yield index, {"image": image, "objects": {"bbox": boxes, "label": labels}}
+            else:
+                image, label = render_example(
+                    split, index, config.image_size, config.classes, config.cluttered
+                )
+                yield index, {"image": image, "label": label}
