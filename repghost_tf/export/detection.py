@@ -88,20 +88,26 @@ def convert_detector(
 
 
 def _int8_network(converter, images, input_type: str, ranges: str) -> bytes:
-    """Calibrates, sets the network's activation ranges, drops those of the post-processing,
-    then quantizes what has ranges."""
+    """Calibrates, sets the network's activation ranges, then quantizes all but the
+    post-processing."""
     from tensorflow.lite.python.convert import mlir_quantize
+    from tensorflow.lite.tools import flatbuffer_utils
 
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = lambda: ([image] for image in images())
     converter._experimental_calibrate_only = True  # noqa: SLF001 (no public API for this step)
+    calibrated = converter.convert()
+    tensors = flatbuffer_utils.convert_bytearray_to_object(bytearray(calibrated)).subgraphs[0].tensors
+    # The outputs take the signature's names ("StatefulPartitionedCall:0", ...).
+    postprocessing = [name for name in (t.name.decode() for t in tensors)
+                      if name.startswith((f"{_POSTPROCESS}/", "StatefulPartitionedCall"))]
     calibrated = calibration.set_ranges(
-        converter.convert(), images(), method=ranges, input_range=PIXEL_RANGE,
-        # Output tensors take the signature's names ("StatefulPartitionedCall:0", ...).
-        keep_float=lambda name: name.startswith((f"{_POSTPROCESS}/", "StatefulPartitionedCall")),
+        calibrated, images(), method=ranges, input_range=PIXEL_RANGE,
+        keep_float=set(postprocessing).__contains__,
     )
     return mlir_quantize(
-        calibrated, input_data_type=getattr(tf, input_type), output_data_type=tf.float32
+        calibrated, input_data_type=getattr(tf, input_type), output_data_type=tf.float32,
+        denylisted_nodes=postprocessing,
     )
 
 

@@ -1,0 +1,199 @@
+"""Detection: the built-in detection set and its input pipeline, COCO mAP, the detector's TFLite
+files (float32 and int8), train.py --task=detection and export_tflite.py on its run."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+keras_hub = pytest.importorskip("keras_hub")
+pytest.importorskip("pycocotools")
+
+import repghost_tf  # noqa: E402
+from repghost_tf import data, detection, litert  # noqa: E402
+from repghost_tf.data.detection import PADDING  # noqa: E402
+from repghost_tf.data.synthetic_shapes import render_detection_example  # noqa: E402
+from repghost_tf.export.detection import convert_detector, tflite_detections  # noqa: E402
+from repghost_tf.export.tflite import op_histogram  # noqa: E402
+from repghost_tf.hub import RepGhostNetBackbone, RepGhostNetDetector  # noqa: E402
+from repghost_tf.training import ConfigError, TrainConfig, train, validate  # noqa: E402
+
+from helpers import randomize_batchnorms, random_images, user_environment  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY_DETECTION = f"{data.BUILTIN_DATASET}/detection_tiny"
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> str:
+    directory = str(tmp_path_factory.mktemp("tfds"))
+    data.prepare(TINY_DETECTION, directory, task="detection")
+    return directory
+
+
+def _shape_pixels(image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """Pixels far from the background colour (the median outside every box), on a flat-colour
+    image: the shapes'."""
+    size = image.shape[0]
+    outside = np.ones(image.shape[:2], bool)
+    for y0, x0, y1, x1 in np.round(boxes * size).astype(int):
+        outside[y0:y1, x0:x1] = False
+    background = np.median(image[outside].astype(float), axis=0)
+    return np.abs(image.astype(float) - background).max(axis=-1) > 50
+
+
+def test_detection_examples_are_deterministic_and_boxed_tightly():
+    image, boxes, labels = render_detection_example("train", 5, 64, cluttered=False)
+    again, same_boxes, same_labels = render_detection_example("train", 5, 64, cluttered=False)
+    np.testing.assert_array_equal(image, again)
+    np.testing.assert_array_equal(boxes, same_boxes)
+    np.testing.assert_array_equal(labels, same_labels)
+    counts = []
+    for index in range(40):
+        image, boxes, labels = render_detection_example(
+            "train", index, 64, classes=("circle", "square", "cross"), cluttered=False, max_objects=3,
+            radius_range=(0.2, 0.4),
+        )
+        counts.append(len(labels))
+        assert set(labels) <= {0, 1, 2}
+        assert np.all((boxes >= 0) & (boxes <= 1)) and np.all(boxes[:, 2:] > boxes[:, :2])
+        shape = _shape_pixels(image, boxes)
+        boxed = np.zeros_like(shape)
+        for y0, x0, y1, x1 in np.round(boxes * 64).astype(int):
+            # Each edge row and column of a box holds shape pixels ...
+            inside = shape[y0:y1, x0:x1]
+            assert inside[0].any() and inside[-1].any() and inside[:, 0].any() and inside[:, -1].any()
+            boxed[y0:y1, x0:x1] = True
+        assert not (shape & ~boxed).any()  # ... and every shape pixel is in a box.
+    assert set(counts) <= {1, 2, 3} and len(set(counts)) > 1
+
+
+def test_detection_batches_are_padded_pixel_boxes(data_dir):
+    assert data.is_detection(TINY_DETECTION, data_dir)
+    assert not data.is_detection("synthetic_shapes/tiny", data_dir)
+    assert data.num_classes(TINY_DETECTION, data_dir) == 4
+    assert data.default_splits(TINY_DETECTION, data_dir) == ("train", "validation", "test")
+    dataset = data.make_detection_dataset(
+        TINY_DETECTION, "test", image_size=64, batch_size=8, training=False, max_boxes=5,
+        data_dir=data_dir,
+    )
+    images, targets = next(iter(dataset))
+    assert images.shape == (8, 64, 64, 3) and images.dtype == tf.float32
+    boxes, labels = targets["boxes"].numpy(), targets["labels"].numpy()
+    assert boxes.shape == (8, 5, 4) and labels.shape == (8, 5)
+    real = labels != PADDING
+    assert np.all(real.sum(axis=1) >= 1) and np.all(boxes[~real] == PADDING)
+    assert np.all((boxes[real] >= 0) & (boxes[real] <= 64)) and set(labels[real]) <= {0, 1, 2, 3}
+
+
+def test_horizontal_flip_mirrors_the_boxes():
+    from repghost_tf.data.detection import _objects
+
+    image = np.zeros((10, 20, 3), np.uint8)
+    image[2:5, 4:12] = 255
+    example = {
+        "image": tf.io.encode_png(image),
+        "objects": {"bbox": tf.constant([[0.2, 0.2, 0.5, 0.6]]), "label": tf.constant([3])},
+    }
+    for flip, expected_box in ((False, [8.0, 8.0, 20.0, 24.0]), (True, [8.0, 16.0, 20.0, 32.0])):
+        resized, targets = _objects(example, 40, 2, tf.constant(flip) if flip else None)
+        np.testing.assert_allclose(targets["boxes"].numpy(), [expected_box, [PADDING] * 4])
+        np.testing.assert_array_equal(targets["labels"].numpy(), [3, PADDING])
+        columns = np.nonzero(resized.numpy()[14, :, 0] > 128)[0]
+        # The bright block sits where the box says (resizing softens its edges by a pixel).
+        assert abs(columns.min() - expected_box[1]) <= 1 and abs(columns.max() + 1 - expected_box[3]) <= 1
+
+
+def test_coco_map_against_hand_computed_values():
+    truth = [{"boxes": np.array([[0.0, 0.0, 10.0, 10.0]]), "labels": np.array([1])}]
+    exact = [{"boxes": np.array([[0.0, 0.0, 10.0, 10.0]]), "scores": np.array([0.9]),
+              "classes": np.array([1.0])}]
+    assert detection.coco_map(truth, exact) == pytest.approx({"map": 1.0, "map50": 1.0})
+    # IoU 62/100: a hit at the thresholds 0.50, 0.55 and 0.60 of the ten, a miss above.
+    shifted = [{"boxes": np.array([[0.0, 0.0, 10.0, 6.2]]), "scores": np.array([0.9]),
+                "classes": np.array([1.0])}]
+    scores = detection.coco_map(truth, shifted)
+    assert scores == pytest.approx({"map": 0.3, "map50": 1.0})
+    wrong_class = [dict(exact[0], classes=np.array([0.0]))]
+    assert detection.coco_map(truth, wrong_class)["map50"] == 0.0
+    nothing = [{"boxes": np.zeros((0, 4)), "scores": np.zeros(0), "classes": np.zeros(0)}]
+    assert detection.coco_map(truth, nothing) == {"map": 0.0, "map50": 0.0}
+
+
+@pytest.fixture(scope="module")
+def deployed_detector():
+    detector = RepGhostNetDetector(
+        RepGhostNetBackbone("repghostnet_050", image_shape=(64, 64, 3)), num_classes=3
+    )
+    randomize_batchnorms(detector, seed=3)
+    # Class scores around 0.5 instead of the 0.01 prior, so that many boxes compete in the NMS.
+    detector.classification_head.final.bias.assign(np.zeros(9 * 3, np.float32))
+    return repghost_tf.fuse(detector)
+
+
+def test_float32_file_detects_what_keras_detects(deployed_detector):
+    images = random_images(3, 64, 64, seed=4)
+    flatbuffer = convert_detector(deployed_detector, 64)
+    ours = tflite_detections(flatbuffer, [images])
+    expected = detection.keras_detections(deployed_detector, [images], 64)
+    for found, wanted in zip(ours, expected):
+        assert len(found["scores"]) == len(wanted["scores"]) > 5
+        np.testing.assert_allclose(found["boxes"], wanted["boxes"], atol=1e-3)
+        np.testing.assert_allclose(found["scores"], wanted["scores"], atol=1e-5)
+        np.testing.assert_array_equal(found["classes"], wanted["classes"])
+
+
+def test_int8_file_quantizes_the_network_and_keeps_the_postprocessing_float(deployed_detector):
+    calibration = [random_images(1, 64, 64, seed=10 + i) for i in range(4)]
+    flatbuffer = convert_detector(
+        deployed_detector, 64, quantize="int8", input_type="uint8",
+        representative_images=lambda: iter(calibration),
+    )
+    histogram = op_histogram(flatbuffer)
+    assert histogram["NON_MAX_SUPPRESSION_V5"] == 1 and histogram["QUANTIZE"] == 1
+    interpreter = litert.make_interpreter(flatbuffer)
+    detail = interpreter.get_input_details()[0]
+    assert detail["dtype"] == np.uint8 and detail["quantization"] == (1.0, 0)
+    tensors = {t["index"]: t["dtype"] for t in interpreter.get_tensor_details()}
+    ops = interpreter._get_ops_details()  # noqa: SLF001 (no public op listing)
+    convs = [op for op in ops if op["op_name"] in ("CONV_2D", "DEPTHWISE_CONV_2D")]
+    assert len(convs) == histogram["CONV_2D"] + histogram["DEPTHWISE_CONV_2D"]
+    assert all(tensors[op["inputs"][0]] == np.int8 for op in convs)
+    for name in ("NON_MAX_SUPPRESSION_V5", "EXP", "LOGISTIC", "REDUCE_MAX", "GATHER"):
+        assert all(tensors[op["inputs"][0]] == np.float32 for op in ops if op["op_name"] == name)
+    int8_ops = {op["op_name"] for op in ops if op["op_name"] != "DELEGATE"
+                and any(tensors.get(i) == np.int8 for i in op["inputs"])}
+    assert int8_ops == {"CONV_2D", "DEPTHWISE_CONV_2D", "ADD", "MUL", "MEAN", "PAD", "RESHAPE",
+                        "CONCATENATION", "DEQUANTIZE"}
+    outputs = interpreter.get_signature_runner()(images=np.zeros((1, 64, 64, 3), np.uint8))
+    assert {k: v.dtype for k, v in outputs.items()} == {
+        "boxes": np.float32, "scores": np.float32, "classes": np.float32, "count": np.int32
+    }
+
+
+def _detection_config(data_dir: str, **overrides) -> TrainConfig:
+    return TrainConfig(**{**dict(model="repghostnet_050", task="detection",
+                                 dataset=TINY_DETECTION, data_dir=data_dir, image_size=64),
+                          **overrides})
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(dataset="synthetic_shapes/tiny"), "is not an object detection dataset"),
+    (dict(image_size=80), "divisible by 32"),
+    (dict(qat=True, init_from="x.keras"), "--qat trains classifiers only"),
+    (dict(model="g_ghost_regnetx_002"), "has no pyramid outputs"),
+    (dict(max_boxes=0), "--max_boxes must be positive"),
+    (dict(task="segmentation"), "--task must be classification or detection"),
+])
+def test_bad_detection_settings_are_refused(data_dir, overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        validate(_detection_config(data_dir, **overrides))
+    with pytest.raises(ConfigError, match="is not an image classification dataset"):
+        validate(TrainConfig(model="repghostnet_050", dataset=TINY_DETECTION, data_dir=data_dir))
