@@ -33,6 +33,7 @@ from repghost_tf.training import (  # noqa: E402
     ConfigError,
     TrainConfig,
     TrainingDiverged,
+    backbone_source,
     qat_source,
     recipe,
     train,
@@ -185,7 +186,9 @@ flags.DEFINE_bool(
 )
 flags.DEFINE_string(
     "init_from", None,
-    "With --qat: the float model to start from, a .keras file or a run directory.",
+    "With --qat: the float model to start from, a .keras file or a run directory. With "
+    "--task=detection: the classifier of the same architecture whose backbone weights the "
+    "detector starts from (a run directory or its best.keras, a converted official checkpoint).",
 )
 flags.DEFINE_bool(
     "distill", DEFAULTS.distill,
@@ -225,6 +228,8 @@ def config_from_flags() -> TrainConfig:
             given["model"] = resolve(FLAGS.model, FLAGS.width).name
         except UnknownModelError as error:
             raise ConfigError(str(error)) from error
+    if FLAGS.task == "detection" and FLAGS.init_from:
+        given["init_from"] = backbone_source(FLAGS.init_from)
     if FLAGS.qat:
         # The source run decides the architecture, dataset and image size unless they are given.
         given["init_from"] = qat_source(FLAGS.init_from, FLAGS.latest_file)

@@ -65,7 +65,9 @@ class RepGhostNetBackbone(keras_hub.models.FeaturePyramidBackbone):
         self.pyramid_outputs = pyramid
 
     @classmethod
-    def from_model(cls, model: keras.Model) -> RepGhostNetBackbone:
+    def from_model(
+        cls, model: keras.Model, image_shape: tuple = (None, None, 3)
+    ) -> RepGhostNetBackbone:
         """The backbone of `model`, a model of the registry in either form and with any top (an
         official checkpoint from `repghost_tf.convert_torch`, a run's `best.keras`), with its
         weights."""
@@ -73,6 +75,7 @@ class RepGhostNetBackbone(keras_hub.models.FeaturePyramidBackbone):
             model.name,
             deploy=is_fused(model),
             include_preprocessing=any(isinstance(x, ImageNormalization) for x in model.layers),
+            image_shape=image_shape,
         )
         for layer in backbone.layers:
             if layer.weights:

@@ -3,7 +3,6 @@ files (float32 and int8), train.py --task=detection and export_tflite.py on its 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import subprocess
@@ -197,3 +196,75 @@ def test_bad_detection_settings_are_refused(data_dir, overrides, message):
         validate(_detection_config(data_dir, **overrides))
     with pytest.raises(ConfigError, match="is not an image classification dataset"):
         validate(TrainConfig(model="repghostnet_050", dataset=TINY_DETECTION, data_dir=data_dir))
+
+
+# A short, repeatable detector training on the tiny detection set (deterministic ops and input).
+TINY_DETECTION_RUN = dict(
+    model="repghostnet_050", task="detection", dataset=TINY_DETECTION, image_size=64,
+    batch_size=32, epochs=2, steps_per_epoch=60, warmup_epochs=0.2, base_lr=1.6,
+    weight_decay=4e-5, ema_decay=0.99, max_boxes=4, verbose=0, deterministic=True,
+)
+
+
+@pytest.fixture(scope="module")
+def detection_run(tmp_path_factory, data_dir):
+    runs_dir = tmp_path_factory.mktemp("project") / "runs"
+    config = TrainConfig(**TINY_DETECTION_RUN, data_dir=data_dir,
+                         output_dir=str(runs_dir / "detector"), latest_file=str(runs_dir / "LATEST"))
+    return config, train(config)
+
+
+def _run(script: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, os.path.join(ROOT, script), *args],
+                          env=user_environment(PYTHONPATH=ROOT), capture_output=True, text=True)
+
+
+@pytest.mark.slow
+def test_detector_trains_and_its_files_score_as_keras_does(detection_run, data_dir):
+    config, summary = detection_run
+    assert summary.task == "detection" and summary.step == 120
+    assert summary.history[-1]["loss"] < summary.history[0]["loss"]
+    assert summary.best_val_ema_loss == min(h["val_ema_loss"] for h in summary.history)
+    assert summary.test_map50 > 0.5 and 0 < summary.test_map < summary.test_map50
+    for name in ("best.keras", "deploy.keras", "summary.json"):
+        assert os.path.isfile(os.path.join(config.output_dir, name))
+
+    runs_dir = os.path.dirname(config.latest_file)
+    result = _run("export_tflite.py", f"--runs_dir={runs_dir}", "--quantize=none,int8",
+                  f"--data_dir={data_dir}", "--calibration_steps=20")
+    assert result.returncode == 0, result.stderr
+    reports = {}
+    for quantize in ("float32", "int8"):
+        with open(os.path.join(config.output_dir, f"repghostnet_050_detector_{quantize}.json")) as f:
+            reports[quantize] = json.load(f)["verification"]
+    # The Keras side is deploy.keras, the fused best.keras that training scored.
+    assert reports["float32"]["examples"] == 300
+    assert reports["float32"]["keras_map50"] == pytest.approx(summary.test_map50, abs=1e-3)
+    assert abs(reports["float32"]["map_drop"]) < 0.005
+    assert abs(reports["float32"]["map50_drop"]) < 0.005
+    assert abs(reports["int8"]["map50_drop"]) < 0.02
+
+
+@pytest.mark.slow
+def test_detector_export_refuses_float16_in_one_line(detection_run, tmp_path):
+    config, _ = detection_run
+    before = set(os.listdir(config.output_dir))
+    result = _run("export_tflite.py", f"--model={os.path.join(config.output_dir, 'deploy.keras')}",
+                  "--quantize=float16", "--noverify")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "export_tflite.py: error: a detector exports as --quantize none (float32) or int8, not "
+        "float16"
+    ]
+    assert set(os.listdir(config.output_dir)) == before
+
+
+def test_train_refuses_a_classification_dataset_for_detection_in_one_line(data_dir):
+    result = _run("train.py", "--task=detection", "--dataset=synthetic_shapes/tiny",
+                  f"--data_dir={data_dir}", "--latest_file=")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "train.py: error: synthetic_shapes/tiny is not an object detection dataset (image, "
+        "objects/bbox, objects/label as in coco/2017 and voc/2007); the built-in one is "
+        "synthetic_shapes/detection."
+    ]

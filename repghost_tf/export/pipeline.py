@@ -199,10 +199,10 @@ def _export_detector(
         if "int8" in options.quantize:
             if not calibration_dataset:
                 raise ExportError("int8 needs --calibration_dataset (a detection dataset)")
-            images = [image[None] for image, _ in batches(
+            images = [np.asarray(image) for image, _ in batches(
                 calibration_dataset, options.calibration_split, 1, options.calibration_steps
-            ).unbatch().as_numpy_iterator()]
-            representative = lambda: iter(images)  # noqa: E731
+            )]
+            representative = lambda: iter(images)  # noqa: E731  (read twice by the converter)
         evaluation = None
         if options.verify and dataset:
             test = [(np.asarray(x), {k: np.asarray(v) for k, v in y.items()})

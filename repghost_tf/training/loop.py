@@ -85,8 +85,9 @@ class _Run:
             "history": self.history,
         })
         if self.chief:
+            # Keras's progress bar (verbose=1) ends its line only after the callbacks.
             print(
-                f"epoch {epoch}/{self.config.epochs}: "
+                "\n" * (self.config.verbose == 1) + f"epoch {epoch}/{self.config.epochs}: "
                 f"{self.task.epoch_line(logs, self.best_score, self.best_epoch)}, "
                 f"lr {logs['lr']:.3g}, {logs['images_per_sec']:.0f} images/s, {seconds:.0f} s",
                 flush=True,
@@ -296,7 +297,9 @@ def _validation_steps(run: _Run, splits: _Splits) -> int | None:
 
 def _announce(run, strategy, splits: _Splits, initial_epoch: int, validation_steps) -> None:
     config = run.config
-    what = f"Training {config.model}" + (" as a detector" if config.task == "detection" else "")
+    what = f"Training {config.model}"
+    if config.task == "detection":
+        what += f" as a detector (backbone from {config.init_from or 'scratch'})"
     if config.qat:
         teacher = f"distilled at temperature {config.temperature:g}" if config.distill else (
             "on the labels")

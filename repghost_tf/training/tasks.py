@@ -10,9 +10,9 @@ from typing import Callable
 import keras
 import tensorflow as tf
 
-from repghost_tf import data
+from repghost_tf import data, runs
 from repghost_tf.models.registry import create_model
-from repghost_tf.training.config import TrainConfig, augmentation
+from repghost_tf.training.config import ConfigError, TrainConfig, augmentation
 from repghost_tf.training.trainer import EmaClassifier, EmaDetector, EmaTrainer
 
 TASKS = ("classification", "detection")
@@ -114,13 +114,21 @@ class Detection(Task):
     monitor, higher_is_better = "val_ema_loss", False
 
     def network(self, classes: int) -> Callable[[], keras.Model]:
+        """The detector; with `init_from`, its backbone starts from that classifier's weights."""
         from repghost_tf.hub import RepGhostNetBackbone, RepGhostNetDetector
 
         config = self.config
         shape = (config.image_size, config.image_size, 3)
-        return lambda: RepGhostNetDetector(
-            RepGhostNetBackbone(config.model, image_shape=shape), num_classes=classes
-        )
+        source = _load_classifier(config.init_from) if config.init_from else None
+
+        def build() -> keras.Model:
+            if source is None:
+                backbone = RepGhostNetBackbone(config.model, image_shape=shape)
+            else:
+                backbone = RepGhostNetBackbone.from_model(source, image_shape=shape)
+            return RepGhostNetDetector(backbone, num_classes=classes)
+
+        return build
 
     def trainer(self, network, ema_network, classes: int, **kwargs) -> EmaTrainer:
         return EmaDetector(network, ema_network, **kwargs)
@@ -152,6 +160,19 @@ class Detection(Task):
     def describe(self, scores: dict[str, float]) -> str:
         return (f"COCO mAP@[.5:.95] {scores['test_map']:.3f}, "
                 f"mAP@.5 {scores['test_map50']:.3f}")
+
+
+def _load_classifier(path: str) -> keras.Model:
+    from repghost_tf.fusion import is_fused
+
+    try:
+        model = keras.saving.load_model(path, compile=False, safe_mode=True)
+    except Exception as error:  # Keras raises many types for a bad file.
+        raise ConfigError(f"cannot load --init_from={path}: {error}") from error
+    if is_fused(model):
+        raise ConfigError(f"--init_from={path} is in deploy form (no BatchNorm to train); give "
+                          f"the training form ({runs.BEST_MODEL})")
+    return model
 
 
 def task_of(config: TrainConfig) -> Task:
