@@ -102,8 +102,8 @@ class RepGhostNetImageClassifier(keras_hub.models.ImageClassifier):
 
 @keras.saving.register_keras_serializable(package="repghost_tf")
 class SeparableHead(FusableLayer):
-    """An SSDLite prediction head, shared by every pyramid level: `depth` blocks of depthwise 3x3
-    and 1x1 convs (BatchNorm, ReLU) at `channels`, then a depthwise 3x3 and a linear 1x1 conv to
+    """An SSDLite prediction head for one pyramid level: `depth` blocks of depthwise 3x3 and 1x1
+    convs (BatchNorm, ReLU) at `channels`, then a depthwise 3x3 and a linear 1x1 conv to
     `outputs` whose bias starts at `bias_init`."""
 
     def __init__(
@@ -159,8 +159,10 @@ class SeparableHead(FusableLayer):
 @keras.saving.register_keras_serializable(package="repghost_tf")
 class RepGhostNetDetector(keras_hub.models.RetinaNetObjectDetector):
     """An SSDLite-style detector on a `RepGhostNetBackbone`: P3-P5 (strides 8-32), each brought
-    to `head_channels` by a 1x1 conv, then two `SeparableHead`s shared by the levels (boxes,
-    classes). Anchors, label encoding, focal + Huber losses, box decoding and NMS are
+    to `head_channels` by a 1x1 conv, then a box and a class `SeparableHead` per level. (One head
+    shared by the levels would mix their BatchNorm statistics: each level is normalised by its
+    own batch in training, by the blend of all three in inference, and its validation loss was
+    several times its training loss.) Anchors, label encoding, focal + Huber losses, box decoding and NMS are
     keras-hub's RetinaNet ones; the class head's bias starts at the prior probability (keras-hub's
     RetinaNet puts that prior on its box head). No FPN and no 256-channel towers, so the
     detector stays within a small multiple of the backbone's multiply-adds. `repghost_tf.fuse`
@@ -198,13 +200,14 @@ class RepGhostNetDetector(keras_hub.models.RetinaNetObjectDetector):
         )
         anchors = anchor_generator.num_base_anchors
         prior = classification_head_prior_probability
-        box_head = SeparableHead(
-            anchors * 4, head_channels, head_depth, deploy=deploy, name="box_head"
-        )
-        classification_head = SeparableHead(
+        box_heads = {level: SeparableHead(
+            anchors * 4, head_channels, head_depth, deploy=deploy, name=f"box_head_{level}"
+        ) for level in self.LEVELS}
+        classification_heads = {level: SeparableHead(
             anchors * num_classes, head_channels, head_depth,
-            bias_init=-math.log((1 - prior) / prior), deploy=deploy, name="classification_head",
-        )
+            bias_init=-math.log((1 - prior) / prior), deploy=deploy,
+            name=f"classification_head_{level}",
+        ) for level in self.LEVELS}
 
         images = keras.Input(backbone.image_shape, name="images")
         pyramid = keras.Model(
@@ -215,9 +218,10 @@ class RepGhostNetDetector(keras_hub.models.RetinaNetObjectDetector):
         for level in self.LEVELS:
             x = ConvBN(head_channels, 1, deploy=deploy, name=f"lateral_{level}")(pyramid[level])
             x = keras.layers.ReLU(name=f"lateral_{level}_relu")(x)
-            boxes.append(keras.layers.Reshape((-1, 4), name=f"box_pred_{level}")(box_head(x)))
+            boxes.append(keras.layers.Reshape((-1, 4), name=f"box_pred_{level}")(
+                box_heads[level](x)))
             classes.append(keras.layers.Reshape((-1, num_classes), name=f"cls_pred_{level}")(
-                classification_head(x)))
+                classification_heads[level](x)))
         outputs = {
             "bbox_regression": keras.layers.Concatenate(axis=1, name="bbox_regression")(boxes),
             "cls_logits": keras.layers.Concatenate(axis=1, name="cls_logits")(classes),
@@ -235,8 +239,8 @@ class RepGhostNetDetector(keras_hub.models.RetinaNetObjectDetector):
         self.bounding_box_format = bounding_box_format
         self.classification_head_prior_probability = prior
         self.activation = activation
-        self.box_head = box_head
-        self.classification_head = classification_head
+        self.box_heads = box_heads
+        self.classification_heads = classification_heads
         self.anchor_generator = anchor_generator
         self.label_encoder = label_encoder
         self._prediction_decoder = prediction_decoder or keras_hub.layers.NonMaxSuppression(

@@ -120,9 +120,11 @@ def test_detector_costs_a_fraction_of_its_backbone():
 
 def test_prior_probability_sits_on_the_class_head(detector):
     prior_bias = -np.log((1 - 0.01) / 0.01)
-    np.testing.assert_allclose(detector.classification_head.final.bias.numpy(), prior_bias,
-                               rtol=1e-6)
-    np.testing.assert_array_equal(detector.box_head.final.bias.numpy(), 0.0)
+    for level in ("P3", "P4", "P5"):
+        np.testing.assert_allclose(
+            detector.classification_heads[level].final.bias.numpy(), prior_bias, rtol=1e-6
+        )
+        np.testing.assert_array_equal(detector.box_heads[level].final.bias.numpy(), 0.0)
 
 
 def _iou(box, anchors):
@@ -196,7 +198,8 @@ def test_tflite_detector_reproduces_keras_hub_decoding_and_nms():
     )
     randomize_batchnorms(detector, seed=1)
     # Class scores around 0.5 instead of the 0.01 prior, so that many boxes compete in the NMS.
-    detector.classification_head.final.bias.assign(np.zeros(9 * 3, np.float32))
+    for head in detector.classification_heads.values():
+        head.final.bias.assign(np.zeros(9 * 3, np.float32))
     deployed = repghost_tf.fuse(detector)
     flatbuffer = convert_detector(
         deployed, 96, PostProcessing(max_detections=20, iou_threshold=0.5, score_threshold=0.3)

@@ -169,15 +169,25 @@ def make_dataset(
         preprocess = TrainPreprocessing(image_size, augmentation or Augmentation())
         dataset = dataset.shuffle(shuffle_buffer, seed=seed).repeat()
         dataset = dataset.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
-        dataset = dataset.batch(batch_size, drop_remainder=True)
     else:
         dataset = dataset.map(
             lambda encoded, label: (eval_image(encoded, image_size), tf.cast(label, tf.int32)),
             num_parallel_calls=tf.data.AUTOTUNE,
         )
-        if repeat:
-            dataset = dataset.repeat()
-        dataset = dataset.batch(batch_size, drop_remainder=repeat)
+    return batch(dataset, batch_size, training=training, repeat=repeat,
+                 deterministic=deterministic)
+
+
+def batch(
+    dataset: tf.data.Dataset, batch_size: int, *, training: bool, repeat: bool,
+    deterministic: bool,
+) -> tf.data.Dataset:
+    """Preprocessed examples in batches, as `make_dataset` describes them: full batches when
+    training (the data repeats already) or with `repeat` (an endless evaluation pass); ordered
+    unless training without `deterministic`; prefetched."""
+    if repeat and not training:
+        dataset = dataset.repeat()
+    dataset = dataset.batch(batch_size, drop_remainder=training or repeat)
     options = tf.data.Options()
     options.deterministic = deterministic or not training
     return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from repghost_tf.data.datasets import read_split
+from repghost_tf.data.datasets import batch, read_split
 
 PADDING = -1
 
@@ -69,15 +69,10 @@ def make_detection_dataset(
             lambda example, flip: _objects(example, image_size, max_boxes, flip),
             num_parallel_calls=tf.data.AUTOTUNE,
         )
-        dataset = dataset.batch(batch_size, drop_remainder=True)
     else:
         dataset = dataset.map(
             lambda example: _objects(example, image_size, max_boxes, None),
             num_parallel_calls=tf.data.AUTOTUNE,
         )
-        if repeat:
-            dataset = dataset.repeat()
-        dataset = dataset.batch(batch_size, drop_remainder=repeat)
-    options = tf.data.Options()
-    options.deterministic = deterministic or not training
-    return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
+    return batch(dataset, batch_size, training=training, repeat=repeat,
+                 deterministic=deterministic)
