@@ -92,7 +92,7 @@ def test_detection_batches_are_padded_pixel_boxes(data_dir):
     assert np.all((boxes[real] >= 0) & (boxes[real] <= 64)) and set(labels[real]) <= {0, 1, 2, 3}
 
 
-def test_horizontal_flip_mirrors_the_boxes():
+def test_boxes_flip_with_the_image_clip_to_it_and_skip_crowds():
     from repghost_tf.data.detection import _objects
 
     image = np.zeros((10, 20, 3), np.uint8)
@@ -112,6 +112,12 @@ def test_horizontal_flip_mirrors_the_boxes():
     example["objects"]["bbox"] = tf.constant([[-0.1, 0.2, 0.5, 1.3]])
     _, targets = _objects(example, 40, 1, None)
     np.testing.assert_allclose(targets["boxes"].numpy(), [[0.0, 8.0, 20.0, 40.0]])
+    # coco's crowd annotations are left out.
+    example["objects"] = {"bbox": tf.constant([[0.1, 0.1, 0.2, 0.2], [0.5, 0.5, 0.75, 1.0]]),
+                          "label": tf.constant([7, 2]), "is_crowd": tf.constant([True, False])}
+    _, targets = _objects(example, 40, 2, None)
+    np.testing.assert_allclose(targets["boxes"].numpy(), [[20.0, 20.0, 30.0, 40.0], [PADDING] * 4])
+    np.testing.assert_array_equal(targets["labels"].numpy(), [2, PADDING])
 
 
 def test_coco_map_against_hand_computed_values():
@@ -275,3 +281,4 @@ def test_train_refuses_a_classification_dataset_for_detection_in_one_line(data_d
         "objects/bbox, objects/label as in coco/2017 and voc/2007); the built-in one is "
         "synthetic_shapes/detection."
     ]
+
