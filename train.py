@@ -30,6 +30,7 @@ from repghost_tf.training import (  # noqa: E402
     DTYPES,
     QAT_RECIPE,
     STRATEGIES,
+    TASKS,
     ConfigError,
     TrainConfig,
     TrainingDiverged,
@@ -54,7 +55,7 @@ def _recipe_help(name: str, text: str) -> str:
 flags.DEFINE_string("model", None, f"Model to train: one of {', '.join(MODELS)}.")
 flags.DEFINE_float("width", None, "RepGhostNet width shorthand: 0.5 trains repghostnet_050, etc.")
 flags.DEFINE_enum(
-    "task", DEFAULTS.task, ["classification", "detection"],
+    "task", DEFAULTS.task, TASKS,
     "classification, or detection: an SSDLite-style detector on the model (needs keras-hub; "
     "writes runs/<model>_detection).",
 )

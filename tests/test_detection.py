@@ -200,7 +200,7 @@ def _detection_config(data_dir: str, **overrides) -> TrainConfig:
     (dict(qat=True, init_from="x.keras"), "--qat trains classifiers only"),
     (dict(model="g_ghost_regnetx_002"), "has no pyramid outputs"),
     (dict(max_boxes=0), "--max_boxes must be positive"),
-    (dict(task="segmentation"), "--task must be classification or detection"),
+    (dict(task="segmentation"), "--task must be one of classification, detection"),
 ])
 def test_bad_detection_settings_are_refused(data_dir, overrides, message):
     with pytest.raises(ConfigError, match=message):

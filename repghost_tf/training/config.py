@@ -10,6 +10,7 @@ from repghost_tf.models.registry import UnknownModelError, resolve
 from repghost_tf.training.distribute import tf_config_workers
 
 DTYPES = ("float32", "mixed_float16", "mixed_bfloat16")
+TASKS = ("classification", "detection")
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker", "tpu")
 # The learning rate is given per this many images and scaled linearly with the global batch.
 LR_REFERENCE_BATCH = 1024
@@ -151,8 +152,8 @@ def augmentation(config: TrainConfig) -> data.Augmentation:
 
 def validate(config: TrainConfig) -> None:
     """Raises ConfigError (one line) for any invalid setting, before any work starts."""
-    if config.task not in ("classification", "detection"):
-        raise ConfigError(f"--task must be classification or detection, got {config.task!r}.")
+    if config.task not in TASKS:
+        raise ConfigError(f"--task must be one of {', '.join(TASKS)}, got {config.task!r}.")
     if config.qat:
         if config.task != "classification":
             raise ConfigError("--qat trains classifiers only; export a detector with "

@@ -207,7 +207,8 @@ def _build_run(
         ema_network = build()
         ema_network.set_weights(network.get_weights())
         distillation = (
-            dict(teacher=source, temperature=config.temperature) if source and config.distill
+            dict(teacher=source, temperature=config.temperature)
+            if source is not None and config.distill
             else {}
         )
         trainer = task.trainer(

@@ -15,8 +15,6 @@ from repghost_tf.models.registry import create_model
 from repghost_tf.training.config import ConfigError, TrainConfig, augmentation
 from repghost_tf.training.trainer import EmaClassifier, EmaDetector, EmaTrainer
 
-TASKS = ("classification", "detection")
-
 
 class Task:
     """The task-specific half of a training run (`Classification`, `Detection`)."""
