@@ -18,6 +18,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from repghost_tf.data.detection import PADDING
+
 
 @dataclasses.dataclass(frozen=True)
 class PostProcessing:
@@ -113,8 +115,7 @@ def keras_detections(
 def trim(detections: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """One image's padded detections cut to its count."""
     count = int(np.asarray(detections["count"]).reshape(()))
-    return {key: np.asarray(detections[key]).reshape(-1, *np.shape(detections[key])[1:])[:count]
-            for key in ("boxes", "scores", "classes")}
+    return {key: np.asarray(detections[key])[:count] for key in ("boxes", "scores", "classes")}
 
 
 def ground_truth(batches) -> list[dict[str, np.ndarray]]:
@@ -123,7 +124,7 @@ def ground_truth(batches) -> list[dict[str, np.ndarray]]:
     truth = []
     for _, targets in batches:
         for boxes, labels in zip(np.asarray(targets["boxes"]), np.asarray(targets["labels"])):
-            keep = labels >= 0
+            keep = labels != PADDING
             truth.append({"boxes": boxes[keep], "labels": labels[keep]})
     return truth
 

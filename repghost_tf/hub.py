@@ -162,7 +162,8 @@ class RepGhostNetDetector(keras_hub.models.RetinaNetObjectDetector):
     to `head_channels` by a 1x1 conv, then a box and a class `SeparableHead` per level. (One head
     shared by the levels would mix their BatchNorm statistics: each level is normalised by its
     own batch in training, by the blend of all three in inference, and its validation loss was
-    several times its training loss.) Anchors, label encoding, focal + Huber losses, box decoding and NMS are
+    several times its training loss.) Anchors, label encoding, focal + Huber losses, box
+    decoding and NMS are
     keras-hub's RetinaNet ones; the class head's bias starts at the prior probability (keras-hub's
     RetinaNet puts that prior on its box head). No FPN and no 256-channel towers, so the
     detector stays within a small multiple of the backbone's multiply-adds. `repghost_tf.fuse`

@@ -57,8 +57,8 @@ def test_detection_examples_are_deterministic_and_boxed_tightly():
     counts = []
     for index in range(40):
         image, boxes, labels = render_detection_example(
-            "train", index, 64, classes=("circle", "square", "cross"), cluttered=False, max_objects=3,
-            radius_range=(0.2, 0.4),
+            "train", index, 64, classes=("circle", "square", "cross"), cluttered=False,
+            max_objects=3, radius_range=(0.2, 0.4),
         )
         counts.append(len(labels))
         assert set(labels) <= {0, 1, 2}
@@ -68,7 +68,8 @@ def test_detection_examples_are_deterministic_and_boxed_tightly():
         for y0, x0, y1, x1 in np.round(boxes * 64).astype(int):
             # Each edge row and column of a box holds shape pixels ...
             inside = shape[y0:y1, x0:x1]
-            assert inside[0].any() and inside[-1].any() and inside[:, 0].any() and inside[:, -1].any()
+            assert inside[0].any() and inside[-1].any()
+            assert inside[:, 0].any() and inside[:, -1].any()
             boxed[y0:y1, x0:x1] = True
         assert not (shape & ~boxed).any()  # ... and every shape pixel is in a box.
     assert set(counts) <= {1, 2, 3} and len(set(counts)) > 1
@@ -107,7 +108,8 @@ def test_boxes_flip_with_the_image_clip_to_it_and_skip_crowds():
         np.testing.assert_array_equal(targets["labels"].numpy(), [3, PADDING])
         columns = np.nonzero(resized.numpy()[14, :, 0] > 128)[0]
         # The bright block sits where the box says (resizing softens its edges by a pixel).
-        assert abs(columns.min() - expected_box[1]) <= 1 and abs(columns.max() + 1 - expected_box[3]) <= 1
+        assert abs(columns.min() - expected_box[1]) <= 1
+        assert abs(columns.max() + 1 - expected_box[3]) <= 1
     # A box reaching past the image is clipped to it.
     example["objects"]["bbox"] = tf.constant([[-0.1, 0.2, 0.5, 1.3]])
     _, targets = _objects(example, 40, 1, None)
@@ -222,7 +224,8 @@ TINY_DETECTION_RUN = dict(
 def detection_run(tmp_path_factory, data_dir):
     runs_dir = tmp_path_factory.mktemp("project") / "runs"
     config = TrainConfig(**TINY_DETECTION_RUN, data_dir=data_dir,
-                         output_dir=str(runs_dir / "detector"), latest_file=str(runs_dir / "LATEST"))
+                         output_dir=str(runs_dir / "detector"),
+                         latest_file=str(runs_dir / "LATEST"))
     return config, train(config)
 
 
@@ -248,8 +251,9 @@ def test_detector_trains_and_its_files_score_as_keras_does(detection_run, data_d
     assert result.returncode == 0, result.stderr
     reports = {}
     for quantize in ("float32", "int8"):
-        with open(os.path.join(config.output_dir, f"repghostnet_050_detector_{quantize}.json")) as f:
-            reports[quantize] = json.load(f)["verification"]
+        name = f"repghostnet_050_detector_{quantize}.json"
+        with open(os.path.join(config.output_dir, name)) as file:
+            reports[quantize] = json.load(file)["verification"]
     # The Keras side is deploy.keras, the fused best.keras that training scored.
     assert reports["float32"]["examples"] == 300
     assert reports["float32"]["keras_map50"] == pytest.approx(summary.test_map50, abs=1e-3)

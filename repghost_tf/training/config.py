@@ -37,8 +37,7 @@ DETECTION_RECIPE = dict(
 # The built-in detection set's short schedule: 1,000 steps, under 10 minutes on 2 CPU cores; a
 # peak learning rate of 0.2 learns in them what 0.05 does not (docs/detection.md).
 BUILTIN_DETECTION_RECIPE = dict(
-    DETECTION_RECIPE, image_size=128, batch_size=32, epochs=4, warmup_epochs=0.3, base_lr=6.4,
-    ema_decay=0.998,
+    DETECTION_RECIPE, image_size=128, epochs=4, warmup_epochs=0.3, base_lr=6.4, ema_decay=0.998,
 )
 
 

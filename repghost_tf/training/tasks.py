@@ -149,7 +149,7 @@ class Detection(Task):
     def evaluate(self, model: keras.Model, split: str) -> dict[str, float]:
         from repghost_tf import detection
 
-        test = self.dataset(split, training=False, batch_size=self.config.batch_size)
+        test = list(self.dataset(split, training=False, batch_size=self.config.batch_size))
         truth = detection.ground_truth(test)
         found = detection.keras_detections(model, test, self.config.image_size)
         scores = detection.coco_map(truth, found)

@@ -30,6 +30,9 @@ CLASSES = (
     "bowtie",
 )
 
+# The four shapes furthest apart, for the tiny and detection configurations.
+DISTINCT_CLASSES = ("circle", "triangle", "square", "cross")
+
 _SPLIT_SEEDS = {"train": 0, "validation": 1, "test": 2}
 
 
@@ -212,7 +215,7 @@ class SyntheticShapes(tfds.core.GeneratorBasedBuilder):
             "2,000 test: quick to learn, for tests.",
             image_size=48,
             sizes=(("train", 1_200), ("validation", 200), ("test", 2_000)),
-            classes=("circle", "triangle", "square", "cross"),
+            classes=DISTINCT_CLASSES,
             cluttered=False,
         ),
         ShapesConfig(
@@ -222,7 +225,7 @@ class SyntheticShapes(tfds.core.GeneratorBasedBuilder):
             "on textured backgrounds; 8,000 train, 500 validation, 1,000 test.",
             image_size=128,
             sizes=(("train", 8_000), ("validation", 500), ("test", 1_000)),
-            classes=("circle", "triangle", "square", "cross"),
+            classes=DISTINCT_CLASSES,
             max_objects=4,
         ),
         ShapesConfig(
@@ -232,7 +235,7 @@ class SyntheticShapes(tfds.core.GeneratorBasedBuilder):
             "colour; 1,200 train, 200 validation, 300 test.",
             image_size=64,
             sizes=(("train", 1_200), ("validation", 200), ("test", 300)),
-            classes=("circle", "triangle", "square", "cross"),
+            classes=DISTINCT_CLASSES,
             cluttered=False,
             max_objects=3,
             radius_range=(0.2, 0.4),
