@@ -28,8 +28,8 @@ import numpy as np
 import tensorflow as tf
 from absl import app, flags
 
-from repghost_tf import data, litert, native_logs, runs
-from repghost_tf.export import calibration, pipeline, tflite
+from repghost_tf import data, litert, native_logs, quantization, runs
+from repghost_tf.export import pipeline, tflite
 from repghost_tf.atomic_files import write_text
 from repghost_tf.fusion import walk_layers
 
@@ -194,7 +194,7 @@ def define_flags() -> None:
     flags.DEFINE_string("calibration_split", "train", "Split to calibrate on.")
     flags.DEFINE_integer("calibration_steps", 50, "Calibration images.", lower_bound=1)
     flags.DEFINE_enum(
-        "calibration_ranges", "mse", list(calibration.RANGES), "Activation range method."
+        "calibration_ranges", "mse", list(quantization.RANGES), "Activation range method."
     )
     flags.DEFINE_integer("image_size", None, "Input size; default: the run's.")
     flags.DEFINE_string("data_dir", None, "TFDS data directory.")

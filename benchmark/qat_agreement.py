@@ -22,7 +22,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
-from repghost_tf import data, litert, qat, runs  # noqa: E402
+from repghost_tf import data, litert, quantization, runs  # noqa: E402
 from repghost_tf.atomic_files import write_text  # noqa: E402
 from repghost_tf.export import tflite  # noqa: E402
 
@@ -78,7 +78,7 @@ def measure(float_run: str, qat_run: str | None, calibration_steps: int, data_di
         results[f"post_training_{ranges}"] = agreement(float_logits, labels,
                                                        *run_int8(flatbuffer, images))
     if qat_run:
-        qat_model = qat.finalize(keras.saving.load_model(
+        qat_model = quantization.finalize(keras.saving.load_model(
             os.path.join(qat_run, runs.DEPLOY_MODEL), safe_mode=True, compile=False))
         flatbuffer = tflite.convert(qat_model, "int8", image_size=size, io_type="uint8",
                                     representative_data=calibration_images)

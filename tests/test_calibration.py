@@ -7,7 +7,8 @@ import tensorflow as tf
 
 import repghost_tf
 from repghost_tf import litert
-from repghost_tf.export import calibration, tflite
+from repghost_tf.export import tflite
+from repghost_tf.quantization import ranges
 from helpers import randomize_batchnorms, random_images
 
 
@@ -19,9 +20,9 @@ def _quantization_mse(values: np.ndarray, low: float, high: float) -> float:
 
 
 def _mse_range(values: np.ndarray) -> tuple[float, float]:
-    histogram = calibration._Histogram(values.min(), values.max())
+    histogram = ranges._Histogram(values.min(), values.max())
     histogram.add(values)
-    return calibration._least_error_range(histogram)
+    return ranges._least_error_range(histogram)
 
 
 def test_heavy_tails_are_clipped_where_the_error_is_least():

@@ -17,11 +17,12 @@ pytest.importorskip("pycocotools")
 
 import repghost_tf  # noqa: E402
 from repghost_tf import data, detection, litert  # noqa: E402
-from repghost_tf.data.detection import PADDING  # noqa: E402
+from repghost_tf.detection import PADDING  # noqa: E402
 from repghost_tf.data.synthetic_shapes import render_detection_example  # noqa: E402
-from repghost_tf.export.detection import convert_detector, tflite_detections  # noqa: E402
+from repghost_tf.detection.detector import RepGhostNetDetector  # noqa: E402
+from repghost_tf.detection.export import convert_detector, tflite_detections  # noqa: E402
 from repghost_tf.export.tflite import op_histogram  # noqa: E402
-from repghost_tf.hub import RepGhostNetBackbone, RepGhostNetDetector  # noqa: E402
+from repghost_tf.hub import RepGhostNetBackbone  # noqa: E402
 from repghost_tf.training import ConfigError, TrainConfig, train, validate  # noqa: E402
 
 from helpers import randomize_batchnorms, random_images, user_environment  # noqa: E402
@@ -80,7 +81,7 @@ def test_detection_batches_are_padded_pixel_boxes(data_dir):
     assert not data.is_detection("synthetic_shapes/tiny", data_dir)
     assert data.num_classes(TINY_DETECTION, data_dir) == 4
     assert data.default_splits(TINY_DETECTION, data_dir) == ("train", "validation", "test")
-    dataset = data.make_detection_dataset(
+    dataset = detection.make_detection_dataset(
         TINY_DETECTION, "test", image_size=64, batch_size=8, training=False, max_boxes=5,
         data_dir=data_dir,
     )
@@ -94,7 +95,7 @@ def test_detection_batches_are_padded_pixel_boxes(data_dir):
 
 
 def test_boxes_flip_with_the_image_clip_to_it_and_skip_crowds():
-    from repghost_tf.data.detection import _objects
+    from repghost_tf.detection.data import _objects
 
     image = np.zeros((10, 20, 3), np.uint8)
     image[2:5, 4:12] = 255

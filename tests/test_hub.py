@@ -9,11 +9,11 @@ keras_hub = pytest.importorskip("keras_hub")
 import repghost_tf  # noqa: E402
 from repghost_tf import litert  # noqa: E402
 from repghost_tf.detection import PostProcessing  # noqa: E402
-from repghost_tf.export.detection import convert_detector  # noqa: E402
+from repghost_tf.detection.detector import RepGhostNetDetector  # noqa: E402
+from repghost_tf.detection.export import convert_detector  # noqa: E402
 from repghost_tf.export.tflite import op_histogram  # noqa: E402
 from repghost_tf.hub import (  # noqa: E402
     RepGhostNetBackbone,
-    RepGhostNetDetector,
     RepGhostNetImageClassifier,
 )
 from helpers import randomize_batchnorms, random_images, relative_error  # noqa: E402

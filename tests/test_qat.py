@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 import repghost_tf
-from repghost_tf import litert, qat
+from repghost_tf import litert, quantization
 from repghost_tf.export.tflite import convert, op_histogram
 from repghost_tf.fusion import walk_layers
-from repghost_tf.quantization import ActivationQuantizer, QuantizedImageNormalization
+from repghost_tf.quantization.fake_quant import ActivationQuantizer, QuantizedImageNormalization
 
 from helpers import randomize_batchnorms, user_environment
 
@@ -49,8 +49,8 @@ def _outputs(model: keras.Model, images: np.ndarray) -> np.ndarray:
 
 
 def _calibrated_qat(model: keras.Model) -> keras.Model:
-    qat_model = qat.quantize_model(model)
-    qat.calibrate(qat_model, [_images(8, seed) for seed in range(1, 3)])
+    qat_model = quantization.quantize_model(model)
+    quantization.calibrate(qat_model, [_images(8, seed) for seed in range(1, 3)])
     return qat_model
 
 
@@ -65,7 +65,7 @@ def calibrated():
 def exported(calibrated):
     """The float model, the finalized QAT model and its int8 file (uint8 io)."""
     model, qat_model = calibrated
-    final = qat.finalize(qat_model)
+    final = quantization.finalize(qat_model)
     flatbuffer = convert(final, "int8", image_size=SIZE, io_type="uint8",
                          representative_data=_images(4, 9), ranges="minmax")
     return model, final, flatbuffer
@@ -92,7 +92,7 @@ def test_every_activation_range_is_the_one_trained(exported):
     _, tensors, ops = _interpreter_tensors(flatbuffer)
     activations = {o for op in ops for o in op["outputs"]}
     file_grids = {tensors[i]["quantization"] for i in activations if tensors[i]["dtype"] == np.int8}
-    qat_grids = {q.grid()[2:] for q in qat.quantizers(final)}
+    qat_grids = {q.grid()[2:] for q in quantization.quantizers(final)}
 
     def same(a, b):
         return a[1] == b[1] and abs(a[0] - b[0]) <= 1e-6 * b[0]
@@ -113,7 +113,7 @@ def test_int8_file_holds_the_rounded_weights(exported):
             width = final.input_shape[2] or interpreter.get_input_details()[0]["shape"][2]
             kernel = np.tile(layer.get_weights()[0], (1, 1, width, 1))
             keras_kernels.setdefault(kernel.shape, []).append(kernel)
-        elif isinstance(layer, qat.QUANTIZED_WEIGHT_LAYERS):
+        elif isinstance(layer, quantization.QUANTIZED_WEIGHT_LAYERS):
             kernel = layer.get_weights()[0]
             keras_kernels.setdefault(kernel.shape, []).append(kernel)
     checked = 0
@@ -180,27 +180,27 @@ def test_qat_model_stays_close_to_the_float_model(exported):
 def test_qat_model_round_trips_in_safe_mode(tmp_path, calibrated):
     _, qat_model = calibrated
     images = _images(4, 5)
-    for model in (qat_model, qat.finalize(qat_model)):
+    for model in (qat_model, quantization.finalize(qat_model)):
         path = str(tmp_path / f"{model.name}.keras")
         model.save(path)
         loaded = keras.saving.load_model(path, safe_mode=True)
         np.testing.assert_array_equal(_outputs(loaded, images),
                                       _outputs(model, images))
-        assert [q.grid() for q in qat.quantizers(loaded)] == [q.grid() for q in
-                                                                qat.quantizers(model)]
+        assert [q.grid() for q in quantization.quantizers(loaded)] == [q.grid() for q in
+                                                                quantization.quantizers(model)]
 
 
 @SHARED_MODEL
 def test_finalize_freezes_ranges_and_keeps_outputs(calibrated):
     _, qat_model = calibrated
-    final = qat.finalize(qat_model)
-    assert qat.finalize(final) is final
-    assert all(q.frozen for q in qat.quantizers(final))
-    assert not any(q.frozen for q in qat.quantizers(qat_model))
+    final = quantization.finalize(qat_model)
+    assert quantization.finalize(final) is final
+    assert all(q.frozen for q in quantization.quantizers(final))
+    assert not any(q.frozen for q in quantization.quantizers(qat_model))
     images = _images(8, 6)
-    before = [q.grid() for q in qat.quantizers(final)]
+    before = [q.grid() for q in quantization.quantizers(final)]
     final(images, training=True)
-    assert [q.grid() for q in qat.quantizers(final)] == before
+    assert [q.grid() for q in quantization.quantizers(final)] == before
     expected = _outputs(qat_model, images)
     actual = _outputs(final, images)
     # Only the biases move, each by at most half a step of its int32 grid; this random network
@@ -230,23 +230,23 @@ def test_every_architecture_has_a_qat_form(constructor):
 def test_unsupported_model_gives_one_line():
     model = repghost_tf.GGhostRegNetX002(input_shape=(64, 64, 3), classes=10,
                                          classifier_activation=None)
-    with pytest.raises(qat.UnsupportedModelError, match="G-GhostNet") as error:
-        qat.quantize_model(model)
+    with pytest.raises(quantization.UnsupportedModelError, match="G-GhostNet") as error:
+        quantization.quantize_model(model)
     assert "\n" not in str(error.value)
 
 
 def test_softmax_model_gives_one_line():
     model = repghost_tf.RepGhostNet050(input_shape=(SIZE, SIZE, 3), classes=10)
-    with pytest.raises(qat.UnsupportedModelError, match="logits"):
-        qat.quantize_model(model)
+    with pytest.raises(quantization.UnsupportedModelError, match="logits"):
+        quantization.quantize_model(model)
 
 
 @pytest.fixture(scope="module")
 def saved_models(tmp_path_factory) -> dict[str, str]:
     """A QAT model and a float GhostNet 0.5x, as .keras files."""
     directory = tmp_path_factory.mktemp("models")
-    paths = {"qat": str(directory / "qat.keras"), "ghostnet": str(directory / "ghostnet.keras")}
-    qat.quantize_model(_random_model(repghost_tf.RepGhostNet050)).save(paths["qat"])
+    paths = {"qat": str(directory / "quantization.keras"), "ghostnet": str(directory / "ghostnet.keras")}
+    quantization.quantize_model(_random_model(repghost_tf.RepGhostNet050)).save(paths["qat"])
     _random_model(repghost_tf.GhostNet050).save(paths["ghostnet"])
     return paths
 
@@ -278,6 +278,6 @@ def test_qat_command_lines_fail_with_one_line(tmp_path, saved_models, problem):
 
 
 def test_finalize_refuses_ranges_that_saw_no_data():
-    qat_model = qat.quantize_model(_random_model(repghost_tf.RepGhostNet050))
-    with pytest.raises(qat.UncalibratedModelError, match="have seen no data"):
-        qat.finalize(qat_model)
+    qat_model = quantization.quantize_model(_random_model(repghost_tf.RepGhostNet050))
+    with pytest.raises(quantization.UncalibratedModelError, match="have seen no data"):
+        quantization.finalize(qat_model)

@@ -7,7 +7,7 @@ import pytest
 
 from repghost_tf import litert
 from repghost_tf.export import tflite
-from repghost_tf.quantization import (
+from repghost_tf.quantization.fake_quant import (
     ActivationQuantizer,
     nudged_range,
     round_bias,

@@ -239,8 +239,22 @@ def test_imagenet2012_end_to_end_under_mock_data(tmp_path):
     assert model.output_shape == (None, 1000)
 
 
+def test_warmup_longer_than_the_run_is_shortened_and_said_so(tmp_path, tiny_data_dir):
+    output_dir = str(tmp_path / "short")
+    command = _train_command(output_dir, tiny_data_dir, epochs=1, steps_per_epoch=8,
+                             warmup_epochs=5, batch_size=16)
+    result = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    first_line = result.stdout.splitlines()[0]
+    assert first_line.startswith("Training repghostnet_050")
+    assert first_line.endswith("; warm-up shortened to 0.125 epochs (--warmup_epochs=5 does not "
+                               "fit in --epochs=1).")
+    assert _summary(output_dir)["step"] == 8
+
+
 @pytest.mark.parametrize("flags, message", [
     (["--width=0.7"], "--width must be one of"),
+    (["--warmup_epochs=-1"], "--warmup_epochs must be 0 or more, got -1.0"),
     (["--dataset=no_such_dataset_xyz"], "Unknown dataset"),
     (["--strategy=multi_worker"], "needs TF_CONFIG"),
 ])

@@ -1,5 +1,5 @@
-"""Input pipelines (`datasets`; `detection` for boxes), their preprocessing (`preprocessing`) and
-the built-in `synthetic_shapes` dataset."""
+"""Input pipelines (`datasets`; `repghost_tf.detection.data` for boxes), their preprocessing
+(`preprocessing`) and the built-in `synthetic_shapes` dataset."""
 
 from repghost_tf.data.datasets import (
     BUILTIN_DATASET,
@@ -17,7 +17,6 @@ from repghost_tf.data.datasets import (
     prepare,
     read_split,
 )
-from repghost_tf.data.detection import make_detection_dataset
 from repghost_tf.data.preprocessing import Augmentation, TrainPreprocessing, eval_image
 
 __all__ = [
@@ -31,7 +30,6 @@ __all__ = [
     "default_splits",
     "is_detection",
     "make_dataset",
-    "make_detection_dataset",
     "num_classes",
     "num_examples",
     "prepare",

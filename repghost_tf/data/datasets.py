@@ -1,7 +1,7 @@
 """Datasets: any TFDS image-classification dataset, a folder of class sub-folders, or the
 built-in `synthetic_shapes`, as batches of (float32 RGB in [0, 255], int32 label); the models
 normalise pixels themselves. Preprocessing is in `repghost_tf.data.preprocessing`; detection
-datasets (coco, voc, `synthetic_shapes/detection`) in `repghost_tf.data.detection`.
+datasets (coco, voc, `synthetic_shapes/detection`) in `repghost_tf.detection.data`.
 """
 
 from __future__ import annotations

@@ -115,8 +115,9 @@ def preprocessing_info(model: keras.Model) -> dict:
     return {"input": "as the Keras model's input; the model does not normalise it"}
 
 
-def format_report(report: dict) -> str:
-    """A few human-readable lines: file, size, ops, input quantization, verification."""
+def format_report(report: dict, verification: list[str] = ()) -> str:
+    """A few human-readable lines: file, size, ops, input quantization, then the task's
+    `verification` lines."""
     info = report["model"]
     lines = [
         f"{report['file']}: {info['size_bytes'] / 2**20:.2f} MiB, {report['quantize']}, "
@@ -124,35 +125,7 @@ def format_report(report: dict) -> str:
         f"  ops ({info['op_count']}): "
         + ", ".join(f"{name} {count}" for name, count in info["op_histogram"].items()),
     ]
-    check = report.get("verification")
-    if check and "tflite_map" in check:  # a detector
-        lines.append(
-            f"  vs Keras on {check['dataset']}:{check['split']} ({check['examples']} images): "
-            f"mAP@.5 {check['tflite_map50']:.4f} (Keras {check['keras_map50']:.4f}), "
-            f"mAP@[.5:.95] {check['tflite_map']:.4f} (Keras {check['keras_map']:.4f}), "
-            f"same number of detections on {100 * check['same_count']:.1f}% of images"
-        )
-    elif check:
-        line = f"  vs Keras on {check['dataset']}:{check['split']} ({check['examples']} images): "
-        if "keras_top1" in check:
-            line += (
-                f"top-1 {100 * check['tflite_top1']:.2f}% (Keras {100 * check['keras_top1']:.2f}%, "
-                f"drop {check['accuracy_drop_points']:.2f} points), "
-            )
-        line += (
-            f"agreement {100 * check['top1_agreement']:.2f}%, "
-            f"logit error max {check['max_abs_logit_error']:.3g} / "
-            f"relative {check['relative_logit_error']:.3g}"
-        )
-        lines.append(line)
-        versus = check.get("vs_float_model")
-        if versus:
-            line = "  vs the float model before QAT: "
-            if "float_top1" in versus:
-                line += (f"top-1 {100 * versus['float_top1']:.2f}%, drop "
-                         f"{versus['accuracy_drop_points']:.2f} points, ")
-            lines.append(line + f"agreement {100 * versus['top1_agreement']:.2f}%")
-    return "\n".join(lines)
+    return "\n".join([*lines, *verification])
 
 
 def _format_tensor(summary: dict) -> str:

@@ -17,13 +17,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from repghost_tf import native_logs
-from repghost_tf.export import calibration
+from repghost_tf import native_logs, quantization
+from repghost_tf.quantization import PIXEL_RANGE
 
 QUANTIZATIONS = ("none", "float16", "dynamic", "int8")
 IO_TYPES = ("float32", "uint8", "int8")
-# The models take raw RGB pixels; the int8 input quantization must cover all of them.
-PIXEL_RANGE = (0.0, 255.0)
 
 
 class ExportError(ValueError):
@@ -57,7 +55,7 @@ def convert(
             calibration images span (uint8 input: scale 1, zero point 0, every camera pixel).
             None keeps the calibration images' own range.
         ranges: how "int8" sets activation ranges: "mse" (least rounding plus clipping error)
-            or "minmax" (the converter's own); see `repghost_tf.export.calibration`.
+            or "minmax" (the converter's own); see `repghost_tf.quantization.ranges`.
 
     Raises:
         ExportError: bad arguments, or an op with no TFLite builtin kernel.
@@ -70,8 +68,10 @@ def convert(
         raise ExportError(f"unknown io_type {io_type!r}; choose from {', '.join(IO_TYPES)}")
     if io_type != "float32" and quantize != "int8":
         raise ExportError(f"io_type={io_type} needs quantize=int8; {quantize} models take float32")
-    if ranges not in calibration.RANGES:
-        raise ExportError(f"unknown ranges {ranges!r}; choose from {', '.join(calibration.RANGES)}")
+    if ranges not in quantization.RANGES:
+        raise ExportError(
+            f"unknown ranges {ranges!r}; choose from {', '.join(quantization.RANGES)}"
+        )
     if quantize == "int8" and representative_data is None:
         raise ExportError("int8 quantization needs representative_data for calibration")
 
@@ -88,9 +88,11 @@ def convert(
             if quantize == "float16":
                 converter.target_spec.supported_types = [tf.float16]
             if quantize == "int8":
-                flatbuffer = _full_int8(
-                    converter, lambda: _calibration_images(representative_data), io_type,
-                    pixel_range, ranges,
+                converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+                flatbuffer = quantization.quantize_flatbuffer(
+                    converter, lambda: _calibration_images(representative_data),
+                    input_type=io_type, output_type=io_type, ranges=ranges,
+                    pixel_range=pixel_range,
                 )
             else:
                 flatbuffer = converter.convert()
@@ -100,22 +102,6 @@ def convert(
         raise ExportError(_conversion_failure(error)) from error
     check_builtin_only(flatbuffer)
     return flatbuffer
-
-
-def _full_int8(converter, images, io_type: str, pixel_range, ranges: str) -> bytes:
-    """Calibrates, sets the activation ranges, then quantizes: the converter's own steps, with
-    `calibration.set_ranges` in between (as TensorFlow's QuantizationDebugger does)."""
-    from tensorflow.lite.python.convert import mlir_quantize
-
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.representative_dataset = lambda: ([image] for image in images())
-    converter._experimental_calibrate_only = True  # noqa: SLF001 (no public API for this step)
-    calibrated = calibration.set_ranges(
-        converter.convert(), images(), method=ranges, input_range=pixel_range
-    )
-    return mlir_quantize(
-        calibrated, input_data_type=getattr(tf, io_type), output_data_type=getattr(tf, io_type)
-    )
 
 
 def fixed_input_model(model: keras.Model, image_size: int) -> keras.Model:

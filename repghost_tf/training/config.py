@@ -46,7 +46,7 @@ class TrainConfig:
     """One training run; the defaults are the paper's recipe for RepGhostNet 1.0x."""
 
     model: str = "repghostnet_100"
-    # classification, or detection: a `repghost_tf.hub.RepGhostNetDetector` on the model.
+    # classification, or detection: a `detection.detector.RepGhostNetDetector` on the model.
     task: str = "classification"
     dataset: str = data.BUILTIN_DATASET
     data_dir: str | None = None
@@ -107,6 +107,10 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN; the last good checkpoint is kept."""
 
 
+# The share of the epochs a warm-up that does not fit is shortened to.
+SHORT_WARMUP_SHARE = 1 / 8
+
+
 def recipe(dataset: str, qat: bool = False, task: str = "classification") -> dict:
     """The settings in which `dataset`'s default recipe (or QAT recipe) for `task` differs from
     TrainConfig's (the paper's ImageNet classification)."""
@@ -149,6 +153,14 @@ def augmentation(config: TrainConfig) -> data.Augmentation:
     )
 
 
+def fitted_warmup(config: TrainConfig) -> float:
+    """--warmup_epochs, or an eighth of the run (the built-in recipe's share) when it does not fit
+    in --epochs: `--epochs=1` on a recipe with a longer warm-up still trains."""
+    if config.warmup_epochs < config.epochs:
+        return config.warmup_epochs
+    return config.epochs * SHORT_WARMUP_SHARE
+
+
 def validate(config: TrainConfig) -> None:
     """Raises ConfigError (one line) for any invalid setting, before any work starts."""
     if config.task not in TASKS:
@@ -184,8 +196,8 @@ def validate(config: TrainConfig) -> None:
         raise ConfigError(f"--ema_decay must be in [0, 1), got {config.ema_decay}.")
     if not 0 < config.min_crop_scale <= 1:
         raise ConfigError(f"--min_crop_scale must be in (0, 1], got {config.min_crop_scale}.")
-    if config.warmup_epochs >= config.epochs:
-        raise ConfigError("--warmup_epochs must be smaller than --epochs.")
+    if config.warmup_epochs < 0:
+        raise ConfigError(f"--warmup_epochs must be 0 or more, got {config.warmup_epochs}.")
     positive = ("batch_size", "epochs", "base_lr")
     for name in positive:
         if getattr(config, name) <= 0:

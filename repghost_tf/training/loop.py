@@ -15,9 +15,8 @@ from typing import Callable
 import keras
 import tensorflow as tf
 
-from repghost_tf import data, qat, runs
+from repghost_tf import data, runs
 from repghost_tf.atomic_files import save_model
-from repghost_tf.fusion import fuse
 from repghost_tf.training import config as configuration
 from repghost_tf.training.checkpoints import Checkpoints
 from repghost_tf.training.config import ConfigError, TrainConfig, TrainingDiverged
@@ -63,13 +62,12 @@ class _Run:
         return os.path.join(self.output_dir, name)
 
     def end_epoch(self, epoch: int, logs: dict, seconds: float) -> None:
-        """Saves best.keras (when validation improved; always in a QAT run), last.keras,
+        """Saves best.keras (when the task says validation improved), last.keras,
         last_raw.keras and the checkpoint of finished epoch `epoch`, then prints its summary
         line."""
         score = float(logs.get(self.task.monitor, math.nan))
         ema_weights = self.ema_network.get_weights()
-        # A QAT run keeps its last epoch, the one trained against the ranges it ships with.
-        if self.task.improved(score, self.best_score) or self.config.qat:
+        if self.task.improved(score, self.best_score):
             self.best_score, self.best_epoch = score, epoch
             self.best_model.set_weights(ema_weights)
             save_model(self.best_model, self.path(runs.BEST_MODEL), publish=self.chief)
@@ -127,20 +125,6 @@ class EpochEnd(keras.callbacks.Callback):
         self.run.end_epoch(epoch + 1, logs, time.time() - self.started)
 
 
-class FreezeRanges(keras.callbacks.Callback):
-    """Stops the activation ranges of a QAT network from following the data from epoch
-    `first_epoch` (0-based) on, so that the last epochs train against the ranges it will ship."""
-
-    def __init__(self, network: keras.Model, first_epoch: int):
-        super().__init__()
-        self.network = network
-        self.first_epoch = first_epoch
-
-    def on_epoch_begin(self, epoch, logs=None):
-        if epoch >= self.first_epoch:
-            qat.freeze_ranges(self.network)
-
-
 def train(config: TrainConfig) -> runs.RunSummary:
     """Runs (or resumes) training and returns the run's summary (also written to summary.json).
 
@@ -195,27 +179,19 @@ def _build_run(
     schedule = WarmupCosine(
         config.base_lr * global_batch / configuration.LR_REFERENCE_BATCH,
         total_steps=steps_per_epoch * config.epochs,
-        warmup_steps=round(config.warmup_epochs * steps_per_epoch),
+        warmup_steps=round(configuration.fitted_warmup(config) * steps_per_epoch),
         warmup_lr=config.warmup_lr,
         min_lr=config.min_lr,
     )
-    with strategy.scope():
-        # A QAT run's float model, loaded under the strategy: the teacher too.
-        source = _float_source(config, splits.classes) if config.qat else None
-        build = _architecture(task, splits.classes, source)
+    with strategy.scope():  # a model the task loads (a QAT run's float model) is built here too
+        build = task.network(splits.classes)
         network = build()
         ema_network = build()
         ema_network.set_weights(network.get_weights())
-        distillation = (
-            dict(teacher=source, temperature=config.temperature)
-            if source is not None and config.distill
-            else {}
-        )
         trainer = task.trainer(
             network, ema_network, splits.classes, ema_decay=config.ema_decay,
             weight_decay=config.weight_decay,
             multi_worker=isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy),
-            **distillation,
         )
         trainer.compile(
             optimizer=keras.optimizers.SGD(learning_rate=schedule, momentum=config.momentum),
@@ -232,31 +208,6 @@ def _build_run(
     )
     return _Run(config, task, output_dir, chief, network, ema_network, best_model, export_model,
                 trainer, schedule, checkpoints, steps_per_epoch, global_batch)
-
-
-def _architecture(
-    task: Task, classes: int, source: keras.Model | None
-) -> Callable[[], keras.Model]:
-    """Builds a fresh network of the run: the task's network, or for a QAT run the QAT form of
-    the float model `source` it starts from (with that model's weights)."""
-    if source is not None:
-        return lambda: qat.quantize_model(source)
-    return task.network(classes)
-
-
-def _float_source(config: TrainConfig, classes: int) -> keras.Model:
-    """The deploy form of the float model a QAT run fine-tunes (and distils from)."""
-    try:
-        source = keras.saving.load_model(config.init_from, compile=False, safe_mode=True)
-    except Exception as error:  # Keras raises many types for a bad file.
-        raise ConfigError(f"cannot load --init_from={config.init_from}: {error}") from error
-    if qat.is_quantized(source):
-        raise ConfigError(f"--init_from={config.init_from} is a QAT model already; give the "
-                          "float model it started from")
-    if source.outputs[0].shape[-1] != classes:
-        raise ConfigError(f"--init_from={config.init_from} has {source.outputs[0].shape[-1]} "
-                          f"classes, {config.dataset} has {classes}")
-    return fuse(source)
 
 
 def _float32_model(build: Callable[[], keras.Model]) -> keras.Model:
@@ -298,25 +249,26 @@ def _validation_steps(run: _Run, splits: _Splits) -> int | None:
 
 def _announce(run, strategy, splits: _Splits, initial_epoch: int, validation_steps) -> None:
     config = run.config
-    what = f"Training {config.model}"
-    if config.task == "detection":
-        what += f" as a detector (backbone from {config.init_from or 'scratch'})"
-    if config.qat:
-        teacher = f"distilled at temperature {config.temperature:g}" if config.distill else (
-            "on the labels")
-        what = f"Quantization-aware training of {config.init_from} ({teacher})"
     print(
-        f"{what} on {config.dataset} ({splits.train}: {splits.train_examples} "
+        f"{run.task.title()} on {config.dataset} ({splits.train}: {splits.train_examples} "
         f"images, {splits.classes} classes) with {type(strategy).__name__} "
         f"x{strategy.num_replicas_in_sync}: global batch {run.global_batch}, peak lr "
         f"{run.schedule.peak_lr:.4g}, {run.steps_per_epoch} steps/epoch, epochs "
-        f"{initial_epoch + 1}-{config.epochs}, dtype {config.dtype}.",
+        f"{initial_epoch + 1}-{config.epochs}, dtype {config.dtype}{_warmup_note(config)}.",
         flush=True,
     )
     if validation_steps is not None:
         print(f"Validating on {validation_steps * run.global_batch} of the "
               f"{splits.validation_examples} {splits.validation} images (whole global batches).",
               flush=True)
+
+
+def _warmup_note(config: TrainConfig) -> str:
+    warmup = configuration.fitted_warmup(config)
+    if warmup == config.warmup_epochs:
+        return ""
+    return (f"; warm-up shortened to {warmup:g} epochs (--warmup_epochs={config.warmup_epochs:g} "
+            f"does not fit in --epochs={config.epochs})")
 
 
 def _fit(run: _Run, strategy, splits: _Splits, initial_epoch: int, validation_steps) -> None:
@@ -339,9 +291,7 @@ def _fit(run: _Run, strategy, splits: _Splits, initial_epoch: int, validation_st
         )
 
     epoch_end = EpochEnd(run)
-    callbacks = [epoch_end]
-    if config.qat:
-        callbacks.append(FreezeRanges(run.network, round(config.freeze_ranges_at * config.epochs)))
+    callbacks = [epoch_end, *run.task.callbacks(run.network)]
     if run.chief:
         callbacks.append(keras.callbacks.TensorBoard(run.path(runs.LOGS)))
     run.trainer.fit(
@@ -367,7 +317,7 @@ def _finish(run: _Run, splits: _Splits) -> runs.RunSummary:
     """Writes deploy.keras and summary.json, scores the best model on the test split, and
     points the latest-run file at this run."""
     config, chief = run.config, run.chief
-    deploy = qat.finalize(run.best_model) if config.qat else fuse(run.best_model)
+    deploy = run.task.deploy_form(run.best_model)
     save_model(deploy, run.path(runs.DEPLOY_MODEL), publish=chief)
     state = run.checkpoints.state() or {}
     summary = runs.RunSummary(
@@ -380,13 +330,12 @@ def _finish(run: _Run, splits: _Splits) -> runs.RunSummary:
         best_epoch=run.best_epoch,
         history=state.get("history", []),
         trainable_weights_sha256=weights_fingerprint(run.network),
-        init_from=os.path.abspath(config.init_from) if config.qat else None,
+        init_from=run.task.recorded_source(),
     )
     # best_val_ema_top1 or best_val_ema_loss
     setattr(summary, f"best_{run.task.monitor}", run.best_score)
     if splits.test is not None:
-        scored, name = (deploy, runs.DEPLOY_MODEL) if config.qat else (run.best_model,
-                                                                        runs.BEST_MODEL)
+        scored, name = run.task.scored(run.best_model, deploy)
         scores = run.task.evaluate(scored, splits.test)
         for field, value in scores.items():
             setattr(summary, field, value)

@@ -1,16 +1,19 @@
-"""What differs between training a classifier and a detector, behind one interface that the
-training loop calls: the network, its trainer, its input pipelines, the validation number that
-picks `best.keras`, the epoch's summary line and the test-split score."""
+"""What differs between training a classifier, quantization-aware training of one, and training a
+detector, behind one interface that the training loop calls: the network, its trainer and
+callbacks, its input pipelines, the validation number that picks `best.keras`, the epoch's
+summary line, the deploy form and the test-split score."""
 
 from __future__ import annotations
 
 import math
+import os
 from typing import Callable
 
 import keras
 import tensorflow as tf
 
-from repghost_tf import data, runs
+from repghost_tf import data, detection, quantization, runs
+from repghost_tf.fusion import fuse, is_fused
 from repghost_tf.models.registry import create_model
 from repghost_tf.training.config import ConfigError, TrainConfig, augmentation
 from repghost_tf.training.trainer import EmaClassifier, EmaDetector, EmaTrainer
@@ -31,9 +34,29 @@ class Task:
             return True
         return value > best if self.higher_is_better else value < best
 
+    def title(self) -> str:
+        """What the run does, for its first line."""
+        return f"Training {self.config.model}"
+
     def network(self, classes: int) -> Callable[[], keras.Model]:
-        """Builds a fresh network of the run."""
+        """Builds a fresh network of the run (called under the strategy's scope)."""
         raise NotImplementedError
+
+    def callbacks(self, network: keras.Model) -> list[keras.callbacks.Callback]:
+        return []
+
+    def deploy_form(self, best: keras.Model) -> keras.Model:
+        """What deploy.keras holds."""
+        return fuse(best)
+
+    def scored(self, best: keras.Model, deploy: keras.Model) -> tuple[keras.Model, str]:
+        """The model the test split scores, and its file name."""
+        return best, runs.BEST_MODEL
+
+    def recorded_source(self) -> str | None:
+        """The model the run started from, as summary.json records it (the export compares
+        with it)."""
+        return None
 
     def trainer(self, network, ema_network, classes: int, **kwargs) -> EmaTrainer:
         raise NotImplementedError
@@ -106,14 +129,20 @@ class Classification(Task):
 
 
 class Detection(Task):
-    """A `repghost_tf.hub.RepGhostNetDetector` on the named backbone; best.keras is the epoch of
-    lowest validation loss of the EMA weights, and the test split is scored in COCO mAP."""
+    """A `repghost_tf.detection.detector.RepGhostNetDetector` on the named backbone; best.keras is
+    the epoch of lowest validation loss of the EMA weights, and the test split is scored in COCO
+    mAP."""
 
     monitor, higher_is_better = "val_ema_loss", False
 
+    def title(self) -> str:
+        return (f"{super().title()} as a detector (backbone from "
+                f"{self.config.init_from or 'scratch'})")
+
     def network(self, classes: int) -> Callable[[], keras.Model]:
         """The detector; with `init_from`, its backbone starts from that classifier's weights."""
-        from repghost_tf.hub import RepGhostNetBackbone, RepGhostNetDetector
+        from repghost_tf.detection.detector import RepGhostNetDetector
+        from repghost_tf.hub import RepGhostNetBackbone
 
         config = self.config
         shape = (config.image_size, config.image_size, 3)
@@ -133,7 +162,7 @@ class Detection(Task):
 
     def dataset(self, split: str, *, training: bool, batch_size: int, **kwargs) -> tf.data.Dataset:
         config = self.config
-        return data.make_detection_dataset(
+        return detection.make_detection_dataset(
             config.dataset, split, image_size=config.image_size, batch_size=batch_size,
             training=training, max_boxes=config.max_boxes, data_dir=config.data_dir, **kwargs
         )
@@ -147,8 +176,6 @@ class Detection(Task):
         )
 
     def evaluate(self, model: keras.Model, split: str) -> dict[str, float]:
-        from repghost_tf import detection
-
         test = list(self.dataset(split, training=False, batch_size=self.config.batch_size))
         truth = detection.ground_truth(test)
         found = detection.keras_detections(model, test, self.config.image_size)
@@ -160,9 +187,75 @@ class Detection(Task):
                 f"mAP@.5 {scores['test_map50']:.3f}")
 
 
-def _load_classifier(path: str) -> keras.Model:
-    from repghost_tf.fusion import is_fused
+class QuantizationAware(Classification):
+    """`--qat`: the QAT form of a float classifier (`--init_from`), distilled from it unless
+    `--nodistill`; its activation ranges freeze for the last epochs, every epoch replaces
+    best.keras (the last one trained against the ranges it ships with), and deploy.keras is the
+    finalized QAT model, which the test split scores."""
 
+    def title(self) -> str:
+        config = self.config
+        teacher = (f"distilled at temperature {config.temperature:g}" if config.distill
+                   else "on the labels")
+        return f"Quantization-aware training of {config.init_from} ({teacher})"
+
+    def improved(self, value: float, best: float | None) -> bool:
+        return True
+
+    def network(self, classes: int) -> Callable[[], keras.Model]:
+        self.source = _float_source(self.config, classes)
+        return lambda: quantization.quantize_model(self.source)
+
+    def trainer(self, network, ema_network, classes: int, **kwargs) -> EmaTrainer:
+        config = self.config
+        if config.distill:
+            kwargs.update(teacher=self.source, temperature=config.temperature)
+        return super().trainer(network, ema_network, classes, **kwargs)
+
+    def callbacks(self, network: keras.Model) -> list[keras.callbacks.Callback]:
+        config = self.config
+        return [FreezeRanges(network, round(config.freeze_ranges_at * config.epochs))]
+
+    def deploy_form(self, best: keras.Model) -> keras.Model:
+        return quantization.finalize(best)
+
+    def scored(self, best: keras.Model, deploy: keras.Model) -> tuple[keras.Model, str]:
+        return deploy, runs.DEPLOY_MODEL
+
+    def recorded_source(self) -> str | None:
+        return os.path.abspath(self.config.init_from)
+
+
+class FreezeRanges(keras.callbacks.Callback):
+    """Stops the activation ranges of a QAT network from following the data from epoch
+    `first_epoch` (0-based) on, so that the last epochs train against the ranges it will ship."""
+
+    def __init__(self, network: keras.Model, first_epoch: int):
+        super().__init__()
+        self.network = network
+        self.first_epoch = first_epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch >= self.first_epoch:
+            quantization.freeze_ranges(self.network)
+
+
+def _float_source(config: TrainConfig, classes: int) -> keras.Model:
+    """The deploy form of the float model a QAT run fine-tunes (and distils from)."""
+    try:
+        source = keras.saving.load_model(config.init_from, compile=False, safe_mode=True)
+    except Exception as error:  # Keras raises many types for a bad file.
+        raise ConfigError(f"cannot load --init_from={config.init_from}: {error}") from error
+    if quantization.is_quantized(source):
+        raise ConfigError(f"--init_from={config.init_from} is a QAT model already; give the "
+                          "float model it started from")
+    if source.outputs[0].shape[-1] != classes:
+        raise ConfigError(f"--init_from={config.init_from} has {source.outputs[0].shape[-1]} "
+                          f"classes, {config.dataset} has {classes}")
+    return fuse(source)
+
+
+def _load_classifier(path: str) -> keras.Model:
     try:
         model = keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as error:  # Keras raises many types for a bad file.
@@ -174,4 +267,6 @@ def _load_classifier(path: str) -> keras.Model:
 
 
 def task_of(config: TrainConfig) -> Task:
-    return Detection(config) if config.task == "detection" else Classification(config)
+    if config.task == "detection":
+        return Detection(config)
+    return QuantizationAware(config) if config.qat else Classification(config)

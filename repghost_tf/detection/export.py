@@ -1,7 +1,7 @@
-"""A detector (`repghost_tf.hub.RepGhostNetDetector`) as a TFLite file with its post-processing:
-pixels in; decoded boxes, scores, classes and a count out; builtin ops only, the non-max
-suppression as NON_MAX_SUPPRESSION_V5. The post-processing is `repghost_tf.detection.postprocess`,
-the one Keras evaluation uses.
+"""A detector (`RepGhostNetDetector`) as a TFLite file with its post-processing: pixels in;
+decoded boxes, scores, classes and a count out; builtin ops only, the non-max suppression as
+NON_MAX_SUPPRESSION_V5. The post-processing is `postprocess.postprocess`, the one Keras
+evaluation uses.
 
 int8: the network is quantized (uint8 or int8 pixels in, per-channel int8 weights, calibrated
 activation ranges as for classifiers); the post-processing stays in float32, so boxes and scores
@@ -18,10 +18,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from repghost_tf import native_logs
-from repghost_tf.detection import Anchors, PostProcessing, coco_map, postprocess, trim
-from repghost_tf.export import calibration
-from repghost_tf.export.tflite import PIXEL_RANGE, ExportError, check_builtin_only
+from repghost_tf import native_logs, quantization
+from repghost_tf.detection.metrics import coco_map
+from repghost_tf.detection.postprocess import Anchors, PostProcessing, postprocess, trim
+from repghost_tf.export.tflite import ExportError, check_builtin_only
 from repghost_tf.litert import make_interpreter, quantize_input
 
 # Name scope of the post-processing ops: their tensors stay float in an int8 file.
@@ -82,37 +82,18 @@ def convert_detector(
         if quantize == "none":
             flatbuffer = converter.convert()
         else:
-            flatbuffer = _int8_network(converter, representative_images, input_type, ranges)
+            # Both halves of keep_float are needed: without ranges the quantizer still quantizes
+            # LOGISTIC (fixed int8 output range) and the range-preserving ops after it unless
+            # they are denylisted; with the denylist alone, the recorded ranges still change the
+            # file's boxes. The outputs take the signature's names ("StatefulPartitionedCall:0").
+            flatbuffer = quantization.quantize_flatbuffer(
+                converter, representative_images, input_type=input_type,
+                output_type="float32", ranges=ranges,
+                keep_float=lambda name: name.startswith(
+                    (f"{_POSTPROCESS}/", "StatefulPartitionedCall")),
+            )
     check_builtin_only(flatbuffer)
     return flatbuffer
-
-
-def _int8_network(converter, images, input_type: str, ranges: str) -> bytes:
-    """Calibrates, sets the network's activation ranges, then quantizes all but the
-    post-processing."""
-    from tensorflow.lite.python.convert import mlir_quantize
-    from tensorflow.lite.tools import flatbuffer_utils
-
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = lambda: ([image] for image in images())
-    converter._experimental_calibrate_only = True  # noqa: SLF001 (no public API for this step)
-    calibrated = converter.convert()
-    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(calibrated))
-    tensors = model.subgraphs[0].tensors
-    # The outputs take the signature's names ("StatefulPartitionedCall:0", ...).
-    postprocessing = [name for name in (t.name.decode() for t in tensors)
-                      if name.startswith((f"{_POSTPROCESS}/", "StatefulPartitionedCall"))]
-    # Both steps are needed: without ranges the quantizer still quantizes LOGISTIC (fixed int8
-    # output range) and the range-preserving ops after it unless they are denylisted; with the
-    # denylist alone, the recorded ranges still change the file's boxes.
-    calibrated = calibration.set_ranges(
-        calibrated, images(), method=ranges, input_range=PIXEL_RANGE,
-        keep_float=set(postprocessing).__contains__,
-    )
-    return mlir_quantize(
-        calibrated, input_data_type=getattr(tf, input_type), output_data_type=tf.float32,
-        denylisted_nodes=postprocessing,
-    )
 
 
 def tflite_detections(

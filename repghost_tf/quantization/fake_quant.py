@@ -26,6 +26,8 @@ from repghost_tf.models.layers import GroupedConv2D
 QMIN, QMAX = -128, 127
 _LEVELS = QMAX - QMIN
 WEIGHT_QMAX = 127  # symmetric narrow range: -127..127
+# The models take raw RGB pixels: an int8 input (uint8 at scale 1, zero point 0) covers them all.
+PIXEL_RANGE = (0.0, 255.0)
 
 
 def nudged_range(low: float, high: float) -> tuple[float, float, float, int]:

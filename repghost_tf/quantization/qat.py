@@ -32,7 +32,8 @@ from repghost_tf.models.layers import (
     SqueezeExcite,
     _Bottleneck,
 )
-from repghost_tf.quantization import (
+from repghost_tf.quantization.fake_quant import (
+    PIXEL_RANGE,
     ActivationQuantizer,
     QuantizedConv2D,
     QuantizedDense,
@@ -41,7 +42,6 @@ from repghost_tf.quantization import (
 )
 
 QUANTIZED_WEIGHT_LAYERS = (QuantizedConv2D, QuantizedDepthwiseConv2D, QuantizedDense)
-_PIXEL_RANGE = (0.0, 255.0)
 
 
 class UnsupportedModelError(ValueError):
@@ -119,7 +119,7 @@ def finalize(model: keras.Model) -> keras.Model:
     if unset:
         raise UncalibratedModelError(
             f"{len(unset)} activation ranges ({unset[0]}, ...) have seen no data yet: train the "
-            "QAT model or run repghost_tf.qat.calibrate on it first"
+            "QAT model or run repghost_tf.quantization.calibrate on it first"
         )
     weight_layers = [layer for layer in model.layers if isinstance(layer, QUANTIZED_WEIGHT_LAYERS)]
     if not any(layer.round_weights for layer in weight_layers):
@@ -170,7 +170,7 @@ class _QuantizedGraph:
         name = name or self.names[id(x)]
         is_image = name == "image" and self.preprocessed
         quantizer = ActivationQuantizer(
-            fixed_range=_PIXEL_RANGE if is_image else None, name=f"{name}.quant"
+            fixed_range=PIXEL_RANGE if is_image else None, name=f"{name}.quant"
         )
         output = quantizer(x)
         self.grids[id(output)] = quantizer.name
