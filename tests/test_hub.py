@@ -1,4 +1,6 @@
-"""keras-hub backbones: pyramid outputs, preset round trip, fusion, the image-classifier task."""
+"""keras-hub backbones: pyramid outputs, preset round trip, fusion, dtype policies, the
+image-classifier and detector tasks and their preprocessors. keras-hub's own test harness runs on
+them in tests/test_keras_hub_harness.py."""
 
 import keras
 import numpy as np
@@ -9,12 +11,19 @@ keras_hub = pytest.importorskip("keras_hub")
 import repghost_tf  # noqa: E402
 from repghost_tf import litert  # noqa: E402
 from repghost_tf.detection import PostProcessing  # noqa: E402
-from repghost_tf.detection.detector import RepGhostNetDetector  # noqa: E402
+from repghost_tf.detection.detector import (  # noqa: E402
+    RepGhostNetDetector,
+    RepGhostNetObjectDetectorPreprocessor,
+)
 from repghost_tf.detection.export import convert_detector  # noqa: E402
 from repghost_tf.export.tflite import op_histogram  # noqa: E402
+from repghost_tf.fusion import walk_layers  # noqa: E402
 from repghost_tf.hub import (  # noqa: E402
     RepGhostNetBackbone,
     RepGhostNetImageClassifier,
+    RepGhostNetImageClassifierPreprocessor,
+    RepGhostNetImageConverter,
+    dtype_policy_scope,
 )
 from helpers import randomize_batchnorms, random_images, relative_error  # noqa: E402
 
@@ -73,7 +82,28 @@ def test_image_classifier_from_a_backbone_preset(backbone, tmp_path):
         str(tmp_path / "preset"), num_classes=10
     )
     assert isinstance(classifier, RepGhostNetImageClassifier)
+    # A backbone saved alone has no image converter: its preprocessor gets one that resizes to
+    # the backbone's image size, here none, and never rescales the [0, 255] pixels.
+    assert isinstance(classifier.preprocessor, RepGhostNetImageClassifierPreprocessor)
+    converter = classifier.preprocessor.image_converter
+    assert isinstance(converter, RepGhostNetImageConverter)
+    assert (converter.image_size, converter.scale, converter.offset) == (None, None, None)
     assert classifier.predict(random_images(3, 64, 64, seed=4), verbose=0).shape == (3, 10)
+
+
+def test_tasks_from_a_static_size_backbone_preset_resize_to_it(tmp_path):
+    RepGhostNetBackbone("repghostnet_050", image_shape=(64, 64, 3)).save_to_preset(
+        str(tmp_path / "preset"))
+    images = random_images(2, 80, 80, seed=11)
+    classifier = keras_hub.models.ImageClassifier.from_preset(
+        str(tmp_path / "preset"), num_classes=4)
+    assert classifier.preprocessor.image_converter.image_size == (64, 64)
+    assert classifier.predict(images, verbose=0).shape == (2, 4)
+    detector = keras_hub.models.ObjectDetector.from_preset(str(tmp_path / "preset"), num_classes=4)
+    assert isinstance(detector, RepGhostNetDetector)
+    assert isinstance(detector.preprocessor, RepGhostNetObjectDetectorPreprocessor)
+    assert detector.preprocessor.image_converter.image_size == (64, 64)
+    assert detector.predict(images, verbose=0)["boxes"].shape == (2, 100, 4)
 
 
 @pytest.mark.parametrize("deploy", [False, True])
@@ -88,6 +118,53 @@ def test_backbone_of_a_library_model_keeps_its_weights(deploy):
     images = random_images(2, 64, 64, seed=6)
     trunk = keras.Model(model.input, model.get_layer("blocks.9.0.act1").output)
     np.testing.assert_array_equal(backbone(images), trunk(images, training=False))
+
+
+def test_backbone_dtype_reaches_every_layer():
+    """`dtype` is the policy of every layer the backbone builds (keras-hub's precision test), and
+    the default, float32 path is the library model's, layer for layer and name for name."""
+    images = random_images(2, 32, 32, seed=12)
+    default = RepGhostNetBackbone("repghostnet_050", image_shape=(32, 32, 3))
+    randomize_batchnorms(default, seed=13)
+    mixed = RepGhostNetBackbone("repghostnet_050", image_shape=(32, 32, 3), dtype="mixed_float16")
+    mixed.set_weights(default.get_weights())
+    library = repghost_tf.RepGhostNet050(include_top=False, pyramid_outputs=True)
+
+    def built(model):  # the layers built, not the input (float32 whatever the policy)
+        return [layer for layer in walk_layers(model)
+                if not isinstance(layer, keras.layers.InputLayer)]
+
+    def names(model):
+        return [(layer.name, type(layer).__name__) for layer in built(model)]
+    assert names(default) == names(library) == names(mixed)
+    assert keras.config.dtype_policy().name == "float32"  # the scope is gone
+    for model, compute, variables in ((default, "float32", "float32"),
+                                      (mixed, "float16", "float32")):
+        assert {layer.compute_dtype for layer in built(model)} == {compute}
+        assert {weight.dtype for weight in model.weights} == {variables}
+    expected = default(images, training=False)
+    assert mixed(images, training=False).dtype == "float16"
+    assert relative_error(mixed(images, training=False), expected) < 1e-2
+    # Its deploy form keeps the policy.
+    deployed = repghost_tf.fuse(mixed)
+    assert deployed.dtype_policy.name == "mixed_float16"
+    assert {layer.compute_dtype for layer in built(deployed)} == {"float16"}
+    assert relative_error(deployed(images, training=False), expected) < 1e-2
+    # A DTypePolicyMap (how keras-hub passes per-layer quantization policies) reaches them too.
+    policy_map = keras.dtype_policies.DTypePolicyMap("float32")
+    mapped = RepGhostNetBackbone("repghostnet_050", image_shape=(32, 32, 3), dtype=policy_map)
+    assert all(layer.dtype_policy is policy_map for layer in built(mapped))
+    assert RepGhostNetBackbone.from_config(mapped.get_config()).get_config() == mapped.get_config()
+
+
+def test_dtype_policy_scope_restores_the_default_policy():
+    with dtype_policy_scope(None):
+        assert keras.config.dtype_policy().name == "float32"
+    with pytest.raises(RuntimeError):
+        with dtype_policy_scope("bfloat16"):
+            assert keras.layers.ReLU().dtype_policy.name == "bfloat16"
+            raise RuntimeError
+    assert keras.config.dtype_policy().name == "float32"
 
 
 def test_ghostnet_backbone_and_no_g_ghostnet():

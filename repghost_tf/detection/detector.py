@@ -1,6 +1,7 @@
 """`RepGhostNetDetector`: an SSDLite-style object detector on a `RepGhostNetBackbone`, built from
 keras-hub's RetinaNet parts (anchors, label encoder, losses, NMS), with its `SeparableHead`s
-(docs/detection.md). Needs keras-hub, like `repghost_tf.hub`."""
+(docs/detection.md), and its `RepGhostNetObjectDetectorPreprocessor`. Needs keras-hub, like
+`repghost_tf.hub`."""
 
 from __future__ import annotations
 
@@ -12,7 +13,12 @@ import keras_hub
 from keras_hub.src.models.retinanet.retinanet_label_encoder import RetinaNetLabelEncoder
 
 from repghost_tf.fusion import FusableLayer
-from repghost_tf.hub import RepGhostNetBackbone
+from repghost_tf.hub import (
+    RepGhostNetBackbone,
+    RepGhostNetImageConverter,
+    converter_kwargs,
+    dtype_policy_scope,
+)
 from repghost_tf.models.layers import ConvBN
 
 
@@ -73,6 +79,25 @@ class SeparableHead(FusableLayer):
 
 
 @keras.saving.register_keras_serializable(package="repghost_tf")
+class RepGhostNetObjectDetectorPreprocessor(keras_hub.models.ObjectDetectorPreprocessor):
+    """The detector's preprocessor: its `RepGhostNetImageConverter` (resizing only, the images
+    in [0, 255]) on the images and, given labels `{"boxes", "labels"}` in the converter's
+    `bounding_box_format`, on their boxes too. Without a converter, one that resizes nothing."""
+
+    backbone_cls = RepGhostNetBackbone
+    image_converter_cls = RepGhostNetImageConverter
+
+    def __init__(self, image_converter=None, **kwargs):
+        if image_converter is None:
+            image_converter = RepGhostNetImageConverter()
+        super().__init__(image_converter=image_converter, **kwargs)
+
+    @classmethod
+    def _add_missing_kwargs(cls, loader, kwargs):
+        return super()._add_missing_kwargs(loader, converter_kwargs(cls, loader, kwargs))
+
+
+@keras.saving.register_keras_serializable(package="repghost_tf")
 class RepGhostNetDetector(keras_hub.models.RetinaNetObjectDetector):
     """An SSDLite-style detector on a `RepGhostNetBackbone`: P3-P5 (strides 8-32), each brought
     to `head_channels` by a 1x1 conv, then a box and a class `SeparableHead` per level. (One head
@@ -84,9 +109,13 @@ class RepGhostNetDetector(keras_hub.models.RetinaNetObjectDetector):
     RetinaNet puts that prior on its box head). No FPN and no 256-channel towers, so the
     detector stays within a small multiple of the backbone's multiply-adds. `repghost_tf.fuse`
     gives its deploy form (`deploy=True`: backbone, laterals and heads without BatchNorm).
+
+    `dtype` is the dtype policy of the laterals and heads (the backbone's by default, as in
+    keras-hub's RetinaNet); the anchor generator, label encoder and NMS stay float32, as there.
     """
 
     backbone_cls = RepGhostNetBackbone
+    preprocessor_cls = RepGhostNetObjectDetectorPreprocessor
     LEVELS = ("P3", "P4", "P5")
 
     def __init__(
@@ -103,6 +132,7 @@ class RepGhostNetDetector(keras_hub.models.RetinaNetObjectDetector):
         activation=None,
         prediction_decoder=None,
         deploy: bool = False,
+        dtype=None,
         **kwargs,
     ):
         if backbone.deploy != deploy:  # the other form of it, weights to come (`fuse`)
@@ -117,35 +147,42 @@ class RepGhostNetDetector(keras_hub.models.RetinaNetObjectDetector):
         )
         anchors = anchor_generator.num_base_anchors
         prior = classification_head_prior_probability
-        box_heads = {level: SeparableHead(
-            anchors * 4, head_channels, head_depth, deploy=deploy, name=f"box_head_{level}"
-        ) for level in self.LEVELS}
-        classification_heads = {level: SeparableHead(
-            anchors * num_classes, head_channels, head_depth,
-            bias_init=-math.log((1 - prior) / prior), deploy=deploy,
-            name=f"classification_head_{level}",
-        ) for level in self.LEVELS}
+        head_dtype = keras.dtype_policies.get(backbone.dtype_policy if dtype is None else dtype)
+        with dtype_policy_scope(head_dtype):  # every layer below, the heads' sub-layers too
+            box_heads = {level: SeparableHead(
+                anchors * 4, head_channels, head_depth, deploy=deploy, name=f"box_head_{level}"
+            ) for level in self.LEVELS}
+            classification_heads = {level: SeparableHead(
+                anchors * num_classes, head_channels, head_depth,
+                bias_init=-math.log((1 - prior) / prior), deploy=deploy,
+                name=f"classification_head_{level}",
+            ) for level in self.LEVELS}
 
-        images = keras.Input(backbone.image_shape, name="images")
-        pyramid = keras.Model(
-            backbone.input, {level: backbone.pyramid_outputs[level] for level in self.LEVELS},
-            name="pyramid",
-        )(images)
-        boxes, classes = [], []
-        for level in self.LEVELS:
-            x = ConvBN(head_channels, 1, deploy=deploy, name=f"lateral_{level}")(pyramid[level])
-            x = keras.layers.ReLU(name=f"lateral_{level}_relu")(x)
-            boxes.append(keras.layers.Reshape((-1, 4), name=f"box_pred_{level}")(
-                box_heads[level](x)))
-            classes.append(keras.layers.Reshape((-1, num_classes), name=f"cls_pred_{level}")(
-                classification_heads[level](x)))
-        outputs = {
-            "bbox_regression": keras.layers.Concatenate(axis=1, name="bbox_regression")(boxes),
-            "cls_logits": keras.layers.Concatenate(axis=1, name="cls_logits")(classes),
-        }
+            images = keras.Input(backbone.image_shape, name="images")
+            pyramid = keras.Model(
+                backbone.input, {level: backbone.pyramid_outputs[level] for level in self.LEVELS},
+                name="pyramid",
+            )(images)
+            boxes, classes = [], []
+            for level in self.LEVELS:
+                x = ConvBN(head_channels, 1, deploy=deploy, name=f"lateral_{level}")(
+                    pyramid[level])
+                x = keras.layers.ReLU(name=f"lateral_{level}_relu")(x)
+                boxes.append(keras.layers.Reshape((-1, 4), name=f"box_pred_{level}")(
+                    box_heads[level](x)))
+                classes.append(keras.layers.Reshape((-1, num_classes), name=f"cls_pred_{level}")(
+                    classification_heads[level](x)))
+            outputs = {
+                "bbox_regression": keras.layers.Concatenate(axis=1, name="bbox_regression")(
+                    boxes),
+                "cls_logits": keras.layers.Concatenate(axis=1, name="cls_logits")(classes),
+            }
         kwargs.setdefault("name", f"{backbone.model_name}_detector")
         # RetinaNetObjectDetector's own constructor builds its 256-channel heads: skip it.
-        keras_hub.models.ObjectDetector.__init__(self, inputs=images, outputs=outputs, **kwargs)
+        compile_now = kwargs.pop("compile", True)
+        keras_hub.models.ObjectDetector.__init__(
+            self, inputs=images, outputs=outputs, compile=False, **kwargs
+        )
 
         self.backbone = backbone
         self.preprocessor = preprocessor
@@ -153,6 +190,7 @@ class RepGhostNetDetector(keras_hub.models.RetinaNetObjectDetector):
         self.num_classes = num_classes
         self.head_channels = head_channels
         self.head_depth = head_depth
+        self.head_dtype_policy = head_dtype
         self.bounding_box_format = bounding_box_format
         self.classification_head_prior_probability = prior
         self.activation = activation
@@ -164,6 +202,17 @@ class RepGhostNetDetector(keras_hub.models.RetinaNetObjectDetector):
             from_logits=activation != keras.activations.sigmoid,
             bounding_box_format=bounding_box_format,
         )
+        # The task's own policy is the heads', as keras-hub's Task takes its backbone's, before
+        # its default compile() (which then scales the loss under mixed_float16).
+        self.dtype_policy = head_dtype
+        if compile_now:
+            self.compile()
+
+    def decode_predictions(self, predictions, data):
+        """keras-hub's box decoding and NMS, in float32 (that of the anchors) whatever the
+        network's dtype policy."""
+        predictions = {key: keras.ops.cast(value, "float32") for key, value in predictions.items()}
+        return super().decode_predictions(predictions, data)
 
     def get_config(self) -> dict:
         return {
@@ -172,6 +221,7 @@ class RepGhostNetDetector(keras_hub.models.RetinaNetObjectDetector):
             "deploy": self.deploy,
             "head_channels": self.head_channels,
             "head_depth": self.head_depth,
+            "dtype": keras.dtype_policies.serialize(self.head_dtype_policy),
             "bounding_box_format": self.bounding_box_format,
             "classification_head_prior_probability": self.classification_head_prior_probability,
             "anchor_generator": keras.layers.serialize(self.anchor_generator),
