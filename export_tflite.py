@@ -67,7 +67,8 @@ flags.DEFINE_enum(
     "converter's default), which a few rare values widen for every image.")
 flags.DEFINE_string(
     "eval_dataset", None, "Labelled TFDS dataset to verify on; default: as --calibration_dataset.")
-flags.DEFINE_string("eval_split", "test", "Split to verify on.")
+flags.DEFINE_string(
+    "eval_split", None, "Split to verify on; default: the test split, else the validation split.")
 flags.DEFINE_integer(
     "eval_examples", 1000, "Images to verify on; 0 for the whole split.", lower_bound=0)
 flags.DEFINE_boolean("verify", True, "Verify against Keras on --eval_dataset.")

@@ -3,6 +3,7 @@ RepGhostNet / GhostNet detector on any TFDS detection dataset.
 
     python train.py --width=0.5                            # built-in dataset, short schedule
     python train.py --width=0.5 --dataset=imagenet2012     # the paper's ImageNet recipe
+    python train.py --init_from=runs/repghostnet_050 --dataset=folder:photos   # fine-tune
     python train.py --qat                                  # int8-aware fine-tuning of the last run
     python train.py --task=detection --width=0.5           # a detector on the built-in shapes
 
@@ -22,12 +23,14 @@ from absl import app, flags, logging  # noqa: E402
 
 from repghost_tf import runs  # noqa: E402
 from repghost_tf.models.registry import MODELS, UnknownModelError, resolve  # noqa: E402
+from repghost_tf.training.pretrained import check_source, pretrained_source  # noqa: E402
 from repghost_tf.training import (  # noqa: E402
     BUILTIN_DETECTION_RECIPE,
     BUILTIN_RECIPE,
     DETECTION_DATASET,
     DETECTION_RECIPE,
     DTYPES,
+    FINETUNE_RECIPE,
     QAT_RECIPE,
     STRATEGIES,
     TASKS,
@@ -46,7 +49,8 @@ DEFAULTS = TrainConfig()
 
 def _recipe_help(name: str, text: str) -> str:
     """`text` plus the other recipes' defaults, for the flags they set."""
-    recipes = (("built-in dataset", BUILTIN_RECIPE), ("--qat", QAT_RECIPE),
+    recipes = (("built-in dataset", BUILTIN_RECIPE), ("--init_from", FINETUNE_RECIPE),
+               ("--qat", QAT_RECIPE),
                ("detection", DETECTION_RECIPE), ("built-in detection", BUILTIN_DETECTION_RECIPE))
     notes = [f"{label}: {table[name]}" for label, table in recipes if name in table]
     return f"{text} ({'; '.join(notes)})" if notes else text
@@ -61,8 +65,9 @@ flags.DEFINE_enum(
 )
 flags.DEFINE_string(
     "dataset", None,
-    "A TFDS name (imagenet2012, imagenette, tf_flowers, ...), folder:/path with train/ and val/ "
-    "sub-folders of class folders, or the built-in synthetic_shapes (no download). Detection: "
+    "A TFDS name (imagenet2012, imagenette, tf_flowers, ...), folder:/path with a train/ "
+    "sub-folder of class folders (val/ and test/ optional), or the built-in synthetic_shapes (no "
+    "download; synthetic_shapes/transfer to try fine-tuning). Detection: "
     f"coco/2017, voc/2007, ... (default: the built-in {DETECTION_DATASET}); default "
     f"{DEFAULTS.dataset}.",
 )
@@ -187,9 +192,24 @@ flags.DEFINE_bool(
 )
 flags.DEFINE_string(
     "init_from", None,
-    "With --qat: the float model to start from, a .keras file or a run directory. With "
-    "--task=detection: the classifier of the same architecture whose backbone weights the "
-    "detector starts from (a run directory or its best.keras, a converted official checkpoint).",
+    "Fine-tune this pretrained model to --dataset's classes (its architecture and image size "
+    "unless given): a converted official checkpoint, a run directory or a .keras it wrote, or a "
+    "keras-hub preset directory of RepGhostNetBackbone. With --qat: the float model to start "
+    "from, a .keras file or a run directory. With --task=detection: the classifier of the same "
+    "architecture whose backbone weights the detector starts from.",
+)
+flags.DEFINE_float(
+    "head_epochs", DEFAULTS.head_epochs,
+    _recipe_help("head_epochs", "With --init_from: epochs in which only the classifier head "
+                 "trains, before the pretrained layers move."),
+)
+flags.DEFINE_bool(
+    "freeze_backbone", DEFAULTS.freeze_backbone,
+    "With --init_from: train the classifier head alone (the linear probe).",
+)
+flags.DEFINE_bool(
+    "freeze_batchnorm", DEFAULTS.freeze_batchnorm,
+    "With --init_from: keep the pretrained BatchNorm statistics and scales (inference mode).",
 )
 flags.DEFINE_bool(
     "distill", DEFAULTS.distill,
@@ -223,12 +243,22 @@ def config_from_flags() -> TrainConfig:
     given.setdefault(
         "dataset", DETECTION_DATASET if FLAGS.task == "detection" else DEFAULTS.dataset
     )
-    defaults = recipe(given["dataset"], qat=FLAGS.qat, task=FLAGS.task)
+    finetune = bool(FLAGS.init_from) and FLAGS.task == "classification" and not FLAGS.qat
+    defaults = recipe(given["dataset"], qat=FLAGS.qat, task=FLAGS.task, finetune=finetune)
     if FLAGS.model is not None or FLAGS.width is not None:
         try:
             given["model"] = resolve(FLAGS.model, FLAGS.width).name
         except UnknownModelError as error:
             raise ConfigError(str(error)) from error
+    if finetune:
+        # The source decides the architecture and image size unless they are given.
+        given["init_from"] = pretrained_source(FLAGS.init_from)
+        given.setdefault("model", check_source(given["init_from"]))
+        if "image_size" not in given:
+            source = (runs.summary_of_model(given["init_from"])
+                      if os.path.isfile(given["init_from"]) else None)
+            given["image_size"] = source.image_size if source else resolve(
+                given["model"]).input_size
     if FLAGS.task == "detection" and FLAGS.init_from:
         given["init_from"] = backbone_source(FLAGS.init_from)
     if FLAGS.qat:

@@ -58,6 +58,8 @@ class RunSummary:
     test_map50: float | None = None
     # A quantization-aware run: the float model it fine-tuned.
     init_from: str | None = None
+    # A fine-tuning run: the pretrained model it started from.
+    pretrained_from: str | None = None
 
     def write(self, run_dir: str, *, publish: bool = True) -> None:
         write_json(os.path.join(run_dir, SUMMARY), dataclasses.asdict(self), publish=publish)

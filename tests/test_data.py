@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ import tensorflow as tf
 
 from repghost_tf import data
 from repghost_tf.data import preprocessing
+from repghost_tf.data.folder import open_folder
 from repghost_tf.data.synthetic_shapes import CLASSES, render_example
 
 TINY = "synthetic_shapes/tiny"
@@ -144,24 +146,98 @@ def _write_folder(root: str, splits: tuple[str, ...]) -> None:
                 )
 
 
-def test_folder_dataset(tmp_path):
+def write_photo_folder(root: str, per_class: int = 12) -> dict[str, list[str]]:
+    """train/ of three classes as users have them: JPEG and PNG of mixed sizes, one grayscale
+    PNG, one RGBA PNG, one corrupt .jpg and a hidden file; no val/. Returns the readable files by
+    class."""
+    rng = np.random.default_rng(6)
+    readable: dict[str, list[str]] = {}
+    for label, name in enumerate(("daisy", "rose", "tulip")):
+        folder = os.path.join(root, "train", name)
+        os.makedirs(folder)
+        readable[name] = []
+        for index in range(per_class):
+            height, width = (int(v) for v in rng.integers(20, 90, 2))
+            pixels = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+            pixels[..., label] = 255  # a class-coloured channel: learnable in a few steps
+            if index % 2:
+                path, encoded = f"{index}.png", tf.io.encode_png(pixels)
+            else:
+                path, encoded = f"{index}.JPG", tf.io.encode_jpeg(pixels)
+            tf.io.write_file(os.path.join(folder, path), encoded)
+            readable[name].append(os.path.join(folder, path))
+    gray = rng.integers(0, 256, (30, 30, 1), dtype=np.uint8)
+    rgba = rng.integers(0, 256, (25, 35, 4), dtype=np.uint8)
+    for name, pixels in (("gray.png", gray), ("rgba.png", rgba)):
+        path = os.path.join(root, "train", "rose", name)
+        tf.io.write_file(path, tf.io.encode_png(pixels))
+        readable["rose"].append(path)
+    with open(os.path.join(root, "train", "tulip", "broken.jpg"), "wb") as file:
+        file.write(b"\xff\xd8\xff\xe0 not really a JPEG")
+    with open(os.path.join(root, "train", "daisy", ".DS_Store"), "wb") as file:
+        file.write(b"\0" * 16)
+    return readable
+
+
+def test_folder_dataset_with_val(tmp_path):
     root = str(tmp_path / "images")
     _write_folder(root, ("train", "val"))
     name = f"folder:{root}"
     assert data.num_classes(name) == 2
-    assert data.default_splits(name) == ("train", "val", None)
+    assert data.class_names(name) == ["cats", "dogs"]
+    assert data.default_splits(name) == ("train", "validation", None)
+    assert data.num_examples(name, "validation") == 6
     images, labels = next(iter(data.make_dataset(
         name, "train", image_size=32, batch_size=4, training=True
     )))
     assert images.shape == (4, 32, 32, 3)
     assert set(labels.numpy()) <= {0, 1}
-
-    only_train = str(tmp_path / "only_train")
-    _write_folder(only_train, ("train",))
-    with pytest.raises(data.DatasetError, match="val/"):
-        data.default_splits(f"folder:{only_train}")
     with pytest.raises(data.DatasetError, match="not a directory"):
         data.check_dataset(f"folder:{tmp_path / 'missing'}")
+
+
+def test_folder_as_users_have_it(tmp_path, capsys):
+    root = str(tmp_path / "photos")
+    readable = write_photo_folder(root)
+    name = f"folder:{root}"
+    data.check_dataset(name)
+    assert "left out 1 file(s) that are not readable images (first: train/tulip/broken.jpg)" in (
+        capsys.readouterr().out)
+    assert data.class_names(name) == ["daisy", "rose", "tulip"]
+    assert data.default_splits(name) == ("train", "validation", None)
+    folder = data.folder(name)
+    # No val/: 10% of each class (at least one image) held out, the same on every opening.
+    held = {folder.class_names[label] for label in folder.labels["validation"]}
+    assert held == {"daisy", "rose", "tulip"}
+    assert sorted(folder.files["train"] + folder.files["validation"]) == sorted(
+        path for paths in readable.values() for path in paths)
+    assert len(folder.files["validation"]) == 1 + 1 + 1  # round(0.1 * 12 or 14) = 1 per class
+    open_folder.cache_clear()
+    assert data.folder(name).files == folder.files
+    # Every readable image, grayscale and RGBA included, comes out as RGB of the asked size.
+    for split in ("train", "validation"):
+        batches = list(data.make_dataset(name, split, image_size=32, batch_size=8,
+                                         training=False))
+        images = np.concatenate([images.numpy() for images, _ in batches])
+        assert images.shape == (len(folder.files[split]), 32, 32, 3)
+
+
+@pytest.mark.parametrize("layout, message", [
+    ({"train/a": 2, "train/b": 0}, "train/b holds no readable images"),
+    ({"train/a": 3}, "has 1 class folder(s); a classifier needs at least two"),
+    ({"train/a": 0, "train/b": 0}, "train holds no readable images"),
+    ({"train/a": 2, "train/b": 2, "val/c": 1}, "val/c is a class that train/ does not have"),
+    ({"photos/a": 2}, "needs a train/ sub-folder"),
+])
+def test_folder_errors_before_any_work(tmp_path, layout, message):
+    root = tmp_path / "images"
+    for folder, count in layout.items():
+        (root / folder).mkdir(parents=True)
+        for index in range(count):
+            tf.io.write_file(str(root / folder / f"{index}.png"),
+                             tf.io.encode_png(np.zeros((8, 8, 3), np.uint8)))
+    with pytest.raises(data.DatasetError, match=re.escape(message)):
+        data.check_dataset(f"folder:{root}")
 
 
 def test_unknown_dataset_and_missing_imagenet_files(tmp_path):

@@ -102,7 +102,7 @@ def test_export_writes_next_to_latest_run_and_overwrites_cleanly(runs, tiny_data
         "repghostnet_050_int8.tflite", "repghostnet_050_int8.json",
         "repghostnet_050_int8_labels.txt",
     ])
-    classes = data.builder(TINY, tiny_data_dir).info.features["label"].names
+    classes = data.class_names(TINY, tiny_data_dir)
     assert (run_dir / "repghostnet_050_int8_labels.txt").read_text().splitlines() == classes
     assert reports["repghostnet_050_int8.json"]["preprocessing"]["mean"] == pytest.approx(
         [123.675, 116.28, 103.53]

@@ -1,5 +1,5 @@
 """Input pipelines (`datasets`; `repghost_tf.detection.data` for boxes), their preprocessing
-(`preprocessing`) and the built-in `synthetic_shapes` dataset."""
+(`preprocessing`), folder datasets (`folder`) and the built-in `synthetic_shapes` dataset."""
 
 from repghost_tf.data.datasets import (
     BUILTIN_DATASET,
@@ -9,7 +9,9 @@ from repghost_tf.data.datasets import (
     DatasetError,
     builder,
     check_dataset,
+    class_names,
     default_splits,
+    folder,
     is_detection,
     make_dataset,
     num_classes,
@@ -27,7 +29,9 @@ __all__ = [
     "DatasetError",
     "builder",
     "check_dataset",
+    "class_names",
     "default_splits",
+    "folder",
     "is_detection",
     "make_dataset",
     "num_classes",

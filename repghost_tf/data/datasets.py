@@ -1,7 +1,8 @@
-"""Datasets: any TFDS image-classification dataset, a folder of class sub-folders, or the
-built-in `synthetic_shapes`, as batches of (float32 RGB in [0, 255], int32 label); the models
-normalise pixels themselves. Preprocessing is in `repghost_tf.data.preprocessing`; detection
-datasets (coco, voc, `synthetic_shapes/detection`) in `repghost_tf.detection.data`.
+"""Datasets: any TFDS image-classification dataset, a folder of class sub-folders
+(`repghost_tf.data.folder`), or the built-in `synthetic_shapes`, as batches of (float32 RGB in
+[0, 255], int32 label); the models normalise pixels themselves. Preprocessing is in
+`repghost_tf.data.preprocessing`; detection datasets (coco, voc, `synthetic_shapes/detection`) in
+`repghost_tf.detection.data`.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from repghost_tf.data import synthetic_shapes  # noqa: F401  (registers the built-in builder with TFDS)
+from repghost_tf.data.folder import FolderError, ImageFolder, open_folder
 from repghost_tf.data.preprocessing import Augmentation, TrainPreprocessing, eval_image
 
 BUILTIN_DATASET = "synthetic_shapes"
@@ -28,13 +30,23 @@ class DatasetError(ValueError):
     """A dataset that cannot be used as asked; the message says what to do."""
 
 
+def folder(name: str) -> ImageFolder | None:
+    """The folder dataset "folder:/path" names (checked once per process); None for others."""
+    if not name.startswith(FOLDER_PREFIX):
+        return None
+    root = name[len(FOLDER_PREFIX):]
+    if not os.path.isdir(root):
+        raise DatasetError(f"{name}: {root} is not a directory.")
+    try:
+        return open_folder(os.path.abspath(root))
+    except FolderError as error:
+        raise DatasetError(str(error)) from error
+
+
 def builder(name: str, data_dir: str | None = None) -> tfds.core.DatasetBuilder:
-    """The TFDS builder behind a dataset name, "folder:/path" included."""
+    """The TFDS builder behind a dataset name (not a folder dataset's: see `folder`)."""
     if name.startswith(FOLDER_PREFIX):
-        root = name[len(FOLDER_PREFIX):]
-        if not os.path.isdir(root):
-            raise DatasetError(f"{name}: {root} is not a directory.")
-        return tfds.ImageFolder(root)
+        raise DatasetError(f"{name} is a folder dataset, not a TFDS one.")
     try:
         return tfds.builder(name, data_dir=data_dir)
     except tfds.core.registered.DatasetNotFoundError as error:
@@ -46,6 +58,8 @@ def builder(name: str, data_dir: str | None = None) -> tfds.core.DatasetBuilder:
 
 def is_detection(name: str, data_dir: str | None = None) -> bool:
     """Whether `name` is laid out as TFDS's coco and voc are: image, objects/bbox, objects/label."""
+    if folder(name):
+        return False
     features = builder(name, data_dir).info.features
     objects = features["objects"] if "objects" in features else {}
     return ("image" in features and "bbox" in objects and "label" in objects
@@ -60,6 +74,8 @@ def check_dataset(
 ) -> None:
     """Raises DatasetError, with what to do, when `name` cannot be prepared or does not fit
     `task` (classification: image and label; detection: image and objects with bbox and label)."""
+    if folder(name) and task != "detection":
+        return
     source = builder(name, data_dir)
     features = source.info.features
     if task == "detection":
@@ -82,7 +98,7 @@ def check_dataset(
 
 
 def _is_prepared(source: tfds.core.DatasetBuilder) -> bool:
-    return isinstance(source, tfds.ImageFolder) or source.is_prepared()
+    return source.is_prepared()
 
 
 def prepare(
@@ -91,8 +107,11 @@ def prepare(
     manual_dir: str | None = None,
     task: str = "classification",
 ):
-    """Checks the dataset, then downloads/generates it unless already done; returns its builder."""
+    """Checks the dataset, then downloads/generates it unless already done; returns its builder
+    (a folder dataset: its `ImageFolder`)."""
     check_dataset(name, data_dir, manual_dir, task)
+    if folder(name):
+        return folder(name)
     source = builder(name, data_dir)
     if not _is_prepared(source):
         source.download_and_prepare(
@@ -103,12 +122,21 @@ def prepare(
 
 def num_classes(name: str, data_dir: str | None = None) -> int:
     """Number of classes of a dataset (of its objects, for detection), read from its metadata."""
+    return len(class_names(name, data_dir))
+
+
+def class_names(name: str, data_dir: str | None = None) -> list[str]:
+    """The class names of a dataset (of its objects, for detection), in label order."""
+    if folder(name):
+        return list(folder(name).class_names)
     features = builder(name, data_dir).info.features
-    return (features["label"] if "label" in features else features["objects"]["label"]).num_classes
+    return list((features["label"] if "label" in features else features["objects"]["label"]).names)
 
 
 def num_examples(name: str, split: str, data_dir: str | None = None) -> int:
     """Examples in `split`, sub-splits like "train[:90%]" included; 0 without split metadata."""
+    if folder(name):
+        return len(folder(name).files.get(split, ()))
     splits = builder(name, data_dir).info.splits
     return splits[split].num_examples if splits.keys() else 0
 
@@ -118,18 +146,15 @@ def default_splits(name: str, data_dir: str | None = None) -> tuple[str, str, st
 
     The validation split picks the best model; the test split is scored once at the end.
     imagenet2012's, coco's and voc/2012's test splits have no labels, so their validation split
-    is scored instead.
+    is scored instead. A folder dataset without test/ has no test split.
     """
+    if folder(name):
+        return "train", "validation", "test" if "test" in folder(name).files else None
     splits = set(builder(name, data_dir).info.splits.keys()) or _KNOWN_SPLITS.get(name, set())
     if "train" not in splits:
         raise DatasetError(f"{name} has no train split (it has {', '.join(sorted(splits))}).")
     evaluation = [s for s in ("validation", "val", "test") if s in splits]
     if not evaluation:
-        if name.startswith(FOLDER_PREFIX):
-            raise DatasetError(
-                f"{name} needs a val/ (or test/) sub-folder next to train/, each holding one "
-                "sub-folder per class."
-            )
         return "train[:90%]", "train[90%:]", None
     test = None if name.split(":")[0] in _UNLABELLED_TEST else evaluation[-1]
     return "train", evaluation[0], test if test != evaluation[0] else None
@@ -208,6 +233,11 @@ def read_split(
     `input_context`, this input pipeline's shard (by file where there are enough files)."""
     source = prepare(name, data_dir, manual_dir, task)
     pipelines = input_context.num_input_pipelines if input_context else 1
+    if isinstance(source, ImageFolder):
+        dataset = source.dataset(split)
+        if pipelines > 1:
+            dataset = dataset.shard(pipelines, input_context.input_pipeline_id)
+        return dataset.shuffle(len(source.files[split]), seed=seed) if training else dataset
     shard_files = pipelines > 1 and _num_shards(source, split) >= pipelines
     read_config = tfds.ReadConfig(
         shuffle_seed=seed,

@@ -42,7 +42,7 @@ class ExportOptions:
     calibration_steps: int = 50
     calibration_ranges: str = "mse"
     eval_dataset: str | None = None
-    eval_split: str = "test"
+    eval_split: str | None = None  # the dataset's test split, else its validation split
     eval_examples: int = 1000
     verify: bool = True
     data_dir: str | None = None

@@ -87,6 +87,13 @@ class ExportTask:
         """How the file's outputs compare with the Keras model's (None: not verified)."""
         return None
 
+    def eval_split(self, dataset: str) -> str:
+        """--eval_split, else the split `dataset`'s runs are scored on (test, else validation)."""
+        if self.options.eval_split:
+            return self.options.eval_split
+        _, validation, test = data.default_splits(dataset, self.options.data_dir)
+        return test or validation
+
     def verification_lines(self, check: dict) -> list[str]:
         return []
 
@@ -128,11 +135,12 @@ class Classification(ExportTask):
         re-iterable."""
         options = self.options
         name = self._dataset(options.eval_dataset)
+        self.split = self.eval_split(name)
         dataset = data.make_dataset(
-            name, options.eval_split, image_size=self.image_size, batch_size=32, training=False,
+            name, self.split, image_size=self.image_size, batch_size=32, training=False,
             data_dir=options.data_dir,
         )
-        classes = data.builder(name, options.data_dir).info.features["label"].names
+        classes = data.class_names(name, options.data_dir)
         reference = self._reference()
         max_examples = options.eval_examples or None
         logits, labels = keras_outputs(reference, _take(dataset, max_examples))
@@ -157,7 +165,7 @@ class Classification(ExportTask):
             return None
         return {
             "dataset": evaluation["name"],
-            "split": self.options.eval_split,
+            "split": self.split,
             **compare(
                 flatbuffer, evaluation["images"](), evaluation["keras_logits"],
                 evaluation["labels"] if self.class_names else None,
@@ -273,14 +281,14 @@ class Detection(ExportTask):
             self.calibration = lambda: iter(images)  # read twice by the converter
         self.evaluation = None
         if options.verify and self.dataset:
+            self.split = self.eval_split(self.dataset)
             test = [(np.asarray(x), {k: np.asarray(v) for k, v in y.items()})
-                    for x, y in self._batches(self.dataset, options.eval_split, 32,
+                    for x, y in self._batches(self.dataset, self.split, 32,
                                               options.eval_examples)]
             self.evaluation = (test, detection.ground_truth(test),
                                detection.keras_detections(self.model, test, self.image_size))
         if self.dataset:
-            features = data.builder(self.dataset, options.data_dir).info.features
-            self.class_names = features["objects"]["label"].names
+            self.class_names = data.class_names(self.dataset, options.data_dir)
 
     def convert(self, quantize: str, io_type: str) -> bytes:
         from repghost_tf.detection.export import convert_detector
@@ -307,7 +315,7 @@ class Detection(ExportTask):
             return None
         test, truth, keras_found = self.evaluation
         return {
-            "dataset": self.dataset, "split": self.options.eval_split,
+            "dataset": self.dataset, "split": self.split,
             **compare_detections(truth, keras_found, tflite_detections(
                 flatbuffer, (x for x, _ in test), self.options.num_threads)),
         }

@@ -27,6 +27,13 @@ QAT_RECIPE = dict(
     epochs=3, warmup_epochs=0.0, base_lr=0.005, min_lr=0.0, weight_decay=0.0, ema_decay=0.0,
     label_smoothing=0.0, randaugment=False,
 )
+# Fine-tuning a pretrained classifier (`init_from`) on a dataset of its own classes; the numbers
+# behind these values are in docs/finetuning.md.
+FINETUNE_RECIPE = dict(
+    epochs=15, batch_size=32, warmup_epochs=0.0, head_epochs=2.0, base_lr=0.4, min_lr=0.0,
+    weight_decay=1e-5, ema_decay=0.0, label_smoothing=0.1, dropout=0.2, randaugment=False,
+    min_crop_scale=0.25, color_jitter=0.0, random_erasing=0.0,
+)
 # Detection (`task="detection"`), trained from scratch: SSDLite's input size and weight decay;
 # the classification regularisers do not apply.
 DETECTION_DATASET = f"{data.BUILTIN_DATASET}/detection"
@@ -82,10 +89,17 @@ class TrainConfig:
     deterministic: bool = False
     shuffle_buffer: int = 10_000
     verbose: int = 1
-    # Quantization-aware training: fine-tune the float model `init_from` (a .keras file).
-    # Detection: start the backbone from the classifier `init_from` (a .keras file).
+    # Classification: fine-tune the pretrained model `init_from` (a .keras file or a keras-hub
+    # preset directory) to the dataset's classes; with `qat`, quantization-aware training of the
+    # float model `init_from` (a .keras file). Detection: start the backbone from it.
     qat: bool = False
     init_from: str | None = None
+    # Fine-tuning: train the classifier head alone for the first `head_epochs`, or for the whole
+    # run (`freeze_backbone`, the linear probe); keep the pretrained BatchNorm statistics and
+    # scales fixed (`freeze_batchnorm`).
+    head_epochs: float = 0.0
+    freeze_backbone: bool = False
+    freeze_batchnorm: bool = False
     distill: bool = True
     temperature: float = 3.0
     freeze_ranges_at: float = 0.67
@@ -95,8 +109,19 @@ class TrainConfig:
     def resolved_output_dir(self) -> str:
         if self.output_dir:
             return self.output_dir
-        suffix = "_qat" if self.qat else "_detection" if self.task == "detection" else ""
-        return runs.default_run_dir(self.model + suffix)
+        return runs.default_run_dir(self.model + self._run_suffix())
+
+    def _run_suffix(self) -> str:
+        if self.qat:
+            return "_qat"
+        if self.task == "detection":
+            return "_detection"
+        return "_finetuned" if self.finetune else ""
+
+    @property
+    def finetune(self) -> bool:
+        """Whether this run fine-tunes a pretrained classifier to the dataset's classes."""
+        return bool(self.init_from) and self.task == "classification" and not self.qat
 
 
 class ConfigError(ValueError):
@@ -111,14 +136,18 @@ class TrainingDiverged(RuntimeError):
 SHORT_WARMUP_SHARE = 1 / 8
 
 
-def recipe(dataset: str, qat: bool = False, task: str = "classification") -> dict:
-    """The settings in which `dataset`'s default recipe (or QAT recipe) for `task` differs from
-    TrainConfig's (the paper's ImageNet classification)."""
+def recipe(
+    dataset: str, qat: bool = False, task: str = "classification", finetune: bool = False
+) -> dict:
+    """The settings in which `dataset`'s default recipe (or QAT or fine-tuning recipe) for `task`
+    differs from TrainConfig's (the paper's ImageNet classification)."""
     builtin = dataset.split("/")[0] == data.BUILTIN_DATASET
     if task == "detection":
         return dict(BUILTIN_DETECTION_RECIPE if builtin else DETECTION_RECIPE)
     defaults = dict(BUILTIN_RECIPE) if builtin else {}
-    return {**defaults, **QAT_RECIPE} if qat else defaults
+    if qat:
+        return {**defaults, **QAT_RECIPE}
+    return {**defaults, **FINETUNE_RECIPE} if finetune else defaults
 
 
 def qat_source(init_from: str | None, latest_file: str) -> str:
@@ -176,8 +205,11 @@ def validate(config: TrainConfig) -> None:
         raise ConfigError(str(error)) from error
     if config.task == "detection":
         _validate_detection(config)
-    elif config.init_from and not config.qat:
-        raise ConfigError("--init_from applies to --qat and --task=detection only.")
+    if config.finetune:
+        _validate_finetune(config)
+    elif config.freeze_backbone or config.freeze_batchnorm or config.head_epochs:
+        raise ConfigError("--freeze_backbone, --freeze_batchnorm and --head_epochs fine-tune a "
+                          "pretrained classifier: give --init_from.")
     if config.dtype not in DTYPES:
         raise ConfigError(f"--dtype must be one of {', '.join(DTYPES)}, got {config.dtype!r}.")
     if config.strategy not in STRATEGIES:
@@ -241,6 +273,18 @@ def _validate_detection(config: TrainConfig) -> None:
         if source_model != config.model:
             raise ConfigError(f"--init_from={config.init_from} holds "
                               f"{source_model or 'no .keras model'}, not {config.model}")
+
+
+def _validate_finetune(config: TrainConfig) -> None:
+    from repghost_tf.training.pretrained import check_source, pretrained_source
+
+    source_model = check_source(pretrained_source(config.init_from))
+    if source_model != config.model:
+        raise ConfigError(f"--init_from={config.init_from} holds {source_model}, not "
+                          f"{config.model}; leave out --model/--width to take the source's")
+    if not 0 <= config.head_epochs < config.epochs:
+        raise ConfigError(f"--head_epochs must be in [0, --epochs={config.epochs}), got "
+                          f"{config.head_epochs}.")
 
 
 def _validate_qat(config: TrainConfig) -> None:

@@ -189,7 +189,7 @@ def _build_run(
         ema_network = build()
         ema_network.set_weights(network.get_weights())
         trainer = task.trainer(
-            network, ema_network, splits.classes, ema_decay=config.ema_decay,
+            network, ema_network, splits.classes, steps_per_epoch, ema_decay=config.ema_decay,
             weight_decay=config.weight_decay,
             multi_worker=isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy),
         )
@@ -330,7 +330,7 @@ def _finish(run: _Run, splits: _Splits) -> runs.RunSummary:
         best_epoch=run.best_epoch,
         history=state.get("history", []),
         trainable_weights_sha256=weights_fingerprint(run.network),
-        init_from=run.task.recorded_source(),
+        **run.task.summary_fields(),
     )
     # best_val_ema_top1 or best_val_ema_loss
     setattr(summary, f"best_{run.task.monitor}", run.best_score)

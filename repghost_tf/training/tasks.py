@@ -1,7 +1,7 @@
-"""What differs between training a classifier, quantization-aware training of one, and training a
-detector, behind one interface that the training loop calls: the network, its trainer and
-callbacks, its input pipelines, the validation number that picks `best.keras`, the epoch's
-summary line, the deploy form and the test-split score."""
+"""What differs between training a classifier, fine-tuning a pretrained one, quantization-aware
+training of one, and training a detector, behind one interface that the training loop calls: the
+network, its trainer and callbacks, its input pipelines, the validation number that picks
+`best.keras`, the epoch's summary line, the deploy form and the test-split score."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import keras
 import tensorflow as tf
 
 from repghost_tf import data, detection, quantization, runs
+from repghost_tf.training import pretrained
 from repghost_tf.fusion import fuse, is_fused
 from repghost_tf.models.registry import create_model
 from repghost_tf.training.config import ConfigError, TrainConfig, augmentation
@@ -53,12 +54,12 @@ class Task:
         """The model the test split scores, and its file name."""
         return best, runs.BEST_MODEL
 
-    def recorded_source(self) -> str | None:
-        """The model the run started from, as summary.json records it (the export compares
-        with it)."""
-        return None
+    def summary_fields(self) -> dict[str, str]:
+        """What summary.json records of the model the run started from."""
+        return {}
 
-    def trainer(self, network, ema_network, classes: int, **kwargs) -> EmaTrainer:
+    def trainer(self, network, ema_network, classes: int, steps_per_epoch: int,
+                **kwargs) -> EmaTrainer:
         raise NotImplementedError
 
     def dataset(self, split: str, *, training: bool, batch_size: int, **kwargs) -> tf.data.Dataset:
@@ -88,7 +89,8 @@ class Classification(Task):
             dropout_rate=config.dropout,
         )
 
-    def trainer(self, network, ema_network, classes: int, **kwargs) -> EmaTrainer:
+    def trainer(self, network, ema_network, classes: int, steps_per_epoch: int,
+                **kwargs) -> EmaTrainer:
         config = self.config
         return EmaClassifier(network, ema_network, classes=classes,
                              label_smoothing=config.label_smoothing, **kwargs)
@@ -157,7 +159,8 @@ class Detection(Task):
 
         return build
 
-    def trainer(self, network, ema_network, classes: int, **kwargs) -> EmaTrainer:
+    def trainer(self, network, ema_network, classes: int, steps_per_epoch: int,
+                **kwargs) -> EmaTrainer:
         return EmaDetector(network, ema_network, **kwargs)
 
     def dataset(self, split: str, *, training: bool, batch_size: int, **kwargs) -> tf.data.Dataset:
@@ -187,6 +190,54 @@ class Detection(Task):
                 f"mAP@.5 {scores['test_map50']:.3f}")
 
 
+class FineTune(Classification):
+    """`--init_from` a pretrained classifier or backbone: the classifier of the dataset's classes
+    starts from its weights (a new head where the class count differs); the head trains alone
+    for the first `head_epochs`, or for the whole run with `freeze_backbone`; with
+    `freeze_batchnorm`, the pretrained BatchNorm layers stay in inference mode."""
+
+    def title(self) -> str:
+        config = self.config
+        how = ("the head alone" if config.freeze_backbone else
+               f"the head alone for {config.head_epochs:g} epochs, then all layers"
+               if config.head_epochs else "all layers")
+        batchnorm = ", BatchNorm frozen" if config.freeze_batchnorm else ""
+        fresh = f", new {' and '.join(self.fresh)}" if self.fresh else ""
+        return f"Fine-tuning {config.model} from {config.init_from} ({how}{batchnorm}{fresh})"
+
+    def network(self, classes: int) -> Callable[[], keras.Model]:
+        config = self.config
+        origin = pretrained.pretrained_source(config.init_from)
+        source = pretrained.load_source(origin)
+        self.fresh: list[str] = []
+        build_fresh = super().network(classes)
+
+        def build() -> keras.Model:
+            model = build_fresh()
+            self.fresh = pretrained.copy_pretrained(model, source, origin)
+            return model
+
+        return build
+
+    def trainer(self, network, ema_network, classes: int, steps_per_epoch: int,
+                **kwargs) -> EmaTrainer:
+        config = self.config
+        head = pretrained.head_layers(config.model)
+        for layer in network.layers:
+            if config.freeze_backbone and layer.name not in head:
+                layer.trainable = False
+            if config.freeze_batchnorm and layer.name not in head:
+                for inner in layer._flatten_layers(include_self=True, recursive=True):
+                    if isinstance(inner, keras.layers.BatchNormalization):
+                        inner.trainable = False
+        if config.head_epochs and not config.freeze_backbone:
+            kwargs.update(head=head, head_only_steps=round(config.head_epochs * steps_per_epoch))
+        return super().trainer(network, ema_network, classes, steps_per_epoch, **kwargs)
+
+    def summary_fields(self) -> dict[str, str]:
+        return {"pretrained_from": os.path.abspath(self.config.init_from)}
+
+
 class QuantizationAware(Classification):
     """`--qat`: the QAT form of a float classifier (`--init_from`), distilled from it unless
     `--nodistill`; its activation ranges freeze for the last epochs, every epoch replaces
@@ -206,11 +257,12 @@ class QuantizationAware(Classification):
         self.source = _float_source(self.config, classes)
         return lambda: quantization.quantize_model(self.source)
 
-    def trainer(self, network, ema_network, classes: int, **kwargs) -> EmaTrainer:
+    def trainer(self, network, ema_network, classes: int, steps_per_epoch: int,
+                **kwargs) -> EmaTrainer:
         config = self.config
         if config.distill:
             kwargs.update(teacher=self.source, temperature=config.temperature)
-        return super().trainer(network, ema_network, classes, **kwargs)
+        return super().trainer(network, ema_network, classes, steps_per_epoch, **kwargs)
 
     def callbacks(self, network: keras.Model) -> list[keras.callbacks.Callback]:
         config = self.config
@@ -222,8 +274,9 @@ class QuantizationAware(Classification):
     def scored(self, best: keras.Model, deploy: keras.Model) -> tuple[keras.Model, str]:
         return deploy, runs.DEPLOY_MODEL
 
-    def recorded_source(self) -> str | None:
-        return os.path.abspath(self.config.init_from)
+    def summary_fields(self) -> dict[str, str]:
+        """The float model, which the export compares the int8 file with."""
+        return {"init_from": os.path.abspath(self.config.init_from)}
 
 
 class FreezeRanges(keras.callbacks.Callback):
@@ -269,4 +322,6 @@ def _load_classifier(path: str) -> keras.Model:
 def task_of(config: TrainConfig) -> Task:
     if config.task == "detection":
         return Detection(config)
-    return QuantizationAware(config) if config.qat else Classification(config)
+    if config.qat:
+        return QuantizationAware(config)
+    return FineTune(config) if config.finetune else Classification(config)

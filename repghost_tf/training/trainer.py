@@ -52,11 +52,18 @@ class EmaTrainer(keras.Model):
     The EMA decay warms up as min(decay, (1 + step) / (10 + step)), so short runs get a useful
     average while long ones reach the full decay. Weight decay is PyTorch-style L2 (added to the
     gradient, so momentum sees it) on kernels only: BatchNorm parameters and biases are exempt.
+
+    With `head_only_steps`, only the weights of the layers named in `head` move during the first
+    that many steps (fine-tuning: a new classifier learns before the pretrained features move);
+    the others' gradients are zeroed, so that SGD leaves them exactly as they were.
     """
 
     def __init__(self, network: keras.Model, ema_network: keras.Model, *, ema_decay: float,
-                 weight_decay: float, multi_worker: bool = False, **kwargs):
+                 weight_decay: float, multi_worker: bool = False, head_only_steps: int = 0,
+                 head: frozenset[str] = frozenset(), **kwargs):
         super().__init__(**kwargs)
+        self.head_only_steps = head_only_steps
+        self.head_weights = {w.path for name in head for w in network.get_layer(name).weights}
         self.multi_worker = multi_worker
         self.network = network
         self.ema_network = ema_network
@@ -96,12 +103,23 @@ class EmaTrainer(keras.Model):
             total = loss + 0.5 * self.weight_decay * l2 / replicas
             scaled = self.optimizer.scale_loss(total)
         gradients = tape.gradient(scaled, self.network.trainable_weights)
+        if self.head_only_steps:
+            gradients = self._head_only(gradients)
         self.optimizer.apply(gradients, self.network.trainable_weights)
         tf.distribute.get_replica_context().merge_call(self._update_ema)
         self.loss_tracker.update_state(loss * replicas)
         for metric in self.task_metrics:
             metric.update_state(targets, outputs)
         return self._outputs((self.loss_tracker, *self.task_metrics))
+
+    def _head_only(self, gradients: list) -> list:
+        """`gradients` with those of the weights outside the head zeroed before step
+        `head_only_steps`."""
+        moving = self.optimizer.iterations >= self.head_only_steps
+        return [
+            g if w.path in self.head_weights else g * tf.cast(moving, g.dtype)
+            for g, w in zip(gradients, self.network.trainable_weights)
+        ]
 
     def _update_ema(self, strategy: tf.distribute.Strategy) -> None:
         step = tf.cast(self.optimizer.iterations, tf.float32)

@@ -6,6 +6,9 @@ over a random background texture (gradient, stripes, checkerboard or blobs), plu
 a few thin distractor strokes; the label is the shape. Colour and texture carry no information,
 so a model has to learn shape, which takes it a few epochs.
 
+The `transfer` configuration draws five other shapes, which the default configuration never
+shows, with 40 training images per class: what fine-tuning a pretrained model is for.
+
 The `detection` configurations draw one to four smaller shapes that do not touch, each with the
 tight box of its pixels, in the layout of TFDS's coco and voc (`objects/bbox`, `objects/label`).
 """
@@ -32,6 +35,8 @@ CLASSES = (
 
 # The four shapes furthest apart, for the tiny and detection configurations.
 DISTINCT_CLASSES = ("circle", "triangle", "square", "cross")
+# Shapes that no other configuration draws, for the transfer configuration.
+TRANSFER_CLASSES = ("arrow", "tee", "pacman", "frame", "ellipse")
 
 _SPLIT_SEEDS = {"train": 0, "validation": 1, "test": 2}
 
@@ -45,6 +50,8 @@ class ShapesConfig(tfds.core.BuilderConfig):
     sizes: tuple = ()
     classes: tuple = CLASSES
     cluttered: bool = True
+    # Labels in turn (index modulo the class count) rather than drawn: equal class sizes.
+    balanced: bool = False
     # Detection: up to this many shapes per image, of radii in this fraction of the image side.
     max_objects: int = 0
     radius_range: tuple = (0.13, 0.3)
@@ -79,6 +86,19 @@ def _shape_mask(name: str, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         return (r <= 1.0) & (y >= -0.2)
     if name == "bowtie":
         return (np.abs(y) <= np.abs(x) * 0.9) & (np.abs(x) <= 1.0)
+    if name == "arrow":
+        shaft = (np.abs(y) <= 0.2) & (x >= -1.0) & (x <= 0.2)
+        return shaft | ((x >= 0.1) & (x <= 1.0) & (np.abs(y) <= 0.8 * (1.0 - x)))
+    if name == "tee":
+        return (((np.abs(x) <= 1.0) & (y >= 0.45) & (y <= 1.0))
+                | ((np.abs(x) <= 0.25) & (y >= -1.0) & (y <= 0.45)))
+    if name == "pacman":
+        return (r <= 1.0) & (np.abs(np.arctan2(y, x)) > 0.6)
+    if name == "frame":
+        side = np.maximum(np.abs(x), np.abs(y))
+        return (side <= 0.85) & (side >= 0.55)
+    if name == "ellipse":
+        return x**2 + (y / 0.5) ** 2 <= 1.0
     raise ValueError(name)
 
 
@@ -143,11 +163,14 @@ def _finish(rng: np.random.Generator, image: np.ndarray, cluttered: bool) -> np.
 
 
 def render_example(
-    split: str, index: int, image_size: int = 96, classes: tuple = CLASSES, cluttered: bool = True
+    split: str, index: int, image_size: int = 96, classes: tuple = CLASSES, cluttered: bool = True,
+    balanced: bool = False,
 ) -> tuple[np.ndarray, int]:
     """The (uint8 image, label) of example `index` of `split`; a pure function of its arguments."""
     rng = np.random.default_rng([_SPLIT_SEEDS[split], index])
     label = int(rng.integers(len(classes)))
+    if balanced:
+        label = index % len(classes)
     yy, xx = np.mgrid[0:image_size, 0:image_size].astype(np.float32)
     image = _clutter(rng, image_size, yy, xx, cluttered)
     radius = rng.uniform(0.25, 0.45) * image_size
@@ -219,6 +242,16 @@ class SyntheticShapes(tfds.core.GeneratorBasedBuilder):
             cluttered=False,
         ),
         ShapesConfig(
+            name="transfer",
+            version=tfds.core.Version("1.0.0"),
+            description="5 shapes that the other configurations never draw, 96x96 on textured "
+            "backgrounds; 200 train (40 per class), 100 validation, 2,000 test: for fine-tuning.",
+            image_size=96,
+            sizes=(("train", 200), ("validation", 100), ("test", 2_000)),
+            classes=TRANSFER_CLASSES,
+            balanced=True,
+        ),
+        ShapesConfig(
             name="detection",
             version=tfds.core.Version("1.0.0"),
             description="Detection: 128x128 images of 1-4 shapes of 4 classes with their boxes, "
@@ -270,6 +303,7 @@ class SyntheticShapes(tfds.core.GeneratorBasedBuilder):
                 yield index, {"image": image, "objects": {"bbox": boxes, "label": labels}}
             else:
                 image, label = render_example(
-                    split, index, config.image_size, config.classes, config.cluttered
+                    split, index, config.image_size, config.classes, config.cluttered,
+                    config.balanced,
                 )
                 yield index, {"image": image, "label": label}
