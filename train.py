@@ -23,7 +23,6 @@ from absl import app, flags, logging  # noqa: E402
 
 from repghost_tf import runs  # noqa: E402
 from repghost_tf.models.registry import MODELS, UnknownModelError, resolve  # noqa: E402
-from repghost_tf.training.pretrained import check_source, pretrained_source  # noqa: E402
 from repghost_tf.training import (  # noqa: E402
     BUILTIN_DETECTION_RECIPE,
     BUILTIN_RECIPE,
@@ -38,6 +37,8 @@ from repghost_tf.training import (  # noqa: E402
     TrainConfig,
     TrainingDiverged,
     backbone_source,
+    check_source,
+    pretrained_source,
     qat_source,
     recipe,
     train,

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 
 from repghost_tf import data, runs
-from repghost_tf.models.registry import UnknownModelError, resolve
+from repghost_tf.models.registry import MODELS, UnknownModelError, resolve
 from repghost_tf.training.distribute import tf_config_workers
 
 DTYPES = ("float32", "mixed_float16", "mixed_bfloat16")
@@ -30,7 +31,7 @@ QAT_RECIPE = dict(
 # Fine-tuning a pretrained classifier (`init_from`) on a dataset of its own classes; the numbers
 # behind these values are in docs/finetuning.md.
 FINETUNE_RECIPE = dict(
-    epochs=15, batch_size=32, warmup_epochs=0.0, head_epochs=2.0, base_lr=0.4, min_lr=0.0,
+    epochs=30, batch_size=32, warmup_epochs=0.0, head_epochs=2.0, base_lr=1.6, min_lr=0.0,
     weight_decay=1e-5, ema_decay=0.0, label_smoothing=0.1, dropout=0.2, randaugment=False,
     min_crop_scale=0.25, color_jitter=0.0, random_erasing=0.0,
 )
@@ -275,9 +276,57 @@ def _validate_detection(config: TrainConfig) -> None:
                               f"{source_model or 'no .keras model'}, not {config.model}")
 
 
-def _validate_finetune(config: TrainConfig) -> None:
-    from repghost_tf.training.pretrained import check_source, pretrained_source
+# What a keras-hub preset directory holds (keras_hub.src.utils.preset_utils).
+_PRESET_CONFIG = "config.json"
+_PRESET_METADATA = "metadata.json"
 
+
+def pretrained_source(init_from: str) -> str:
+    """The file or preset directory `--init_from` names: a .keras file, a keras-hub preset
+    directory, or a run directory (its best.keras, the training form)."""
+    if os.path.isfile(init_from):
+        return init_from
+    if os.path.isfile(os.path.join(init_from, _PRESET_METADATA)):
+        return init_from
+    best = os.path.join(init_from, runs.BEST_MODEL)
+    if os.path.isfile(best):
+        return best
+    raise ConfigError(f"--init_from={init_from} is neither a .keras file, a run directory with "
+                      f"{runs.BEST_MODEL} nor a keras-hub preset directory")
+
+
+def pretrained_model_name(source: str) -> str | None:
+    """The registry name of the architecture in `source`, read without loading it; None when
+    it is not a model of the registry."""
+    if os.path.isdir(source):
+        try:
+            with open(os.path.join(source, _PRESET_CONFIG), encoding="utf-8") as file:
+                config = json.load(file)
+        except (OSError, ValueError):
+            return None
+        if config.get("class_name") != "RepGhostNetBackbone":
+            return None
+        name = config.get("config", {}).get("model_name")
+    else:
+        name = runs.keras_model_name(source)
+    return name if name in MODELS else None
+
+
+def check_source(source: str) -> str:
+    """The architecture of `source`; raises ConfigError (one line) when it is not a classifier or
+    backbone of the registry that can be fine-tuned, without loading it."""
+    if not os.path.isdir(source) and runs.keras_class_name(source) is None:
+        raise ConfigError(f"--init_from={source} is not a .keras model")
+    name = pretrained_model_name(source)
+    if name is None:
+        kind = runs.keras_class_name(source) if not os.path.isdir(source) else "preset"
+        detail = "a detector: give the classifier it started from" if (
+            kind and "Detector" in kind) else f"{kind}, not a model of the registry"
+        raise ConfigError(f"--init_from={source} holds {detail}")
+    return name
+
+
+def _validate_finetune(config: TrainConfig) -> None:
     source_model = check_source(pretrained_source(config.init_from))
     if source_model != config.model:
         raise ConfigError(f"--init_from={config.init_from} holds {source_model}, not "

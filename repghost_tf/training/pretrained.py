@@ -1,69 +1,19 @@
-"""Fine-tuning's starting point: the pretrained model `--init_from` names (a converted official or
-timm checkpoint, a run or any classifier `.keras` it wrote, a keras-hub preset directory of
-`RepGhostNetBackbone`), and the copy of its weights, by layer name, into a classifier of the
-dataset's classes."""
+"""Fine-tuning's starting point: loading the pretrained model `--init_from` names (a converted
+official or timm checkpoint, a run or any classifier `.keras` it wrote, a keras-hub preset
+directory of `RepGhostNetBackbone`; `config.pretrained_source` resolves the name), and the copy
+of its weights, by layer name, into a classifier of the dataset's classes."""
 
 from __future__ import annotations
 
 import functools
-import json
 import os
 
 import keras
 
 from repghost_tf import quantization, runs
 from repghost_tf.fusion import is_fused
-from repghost_tf.models.registry import MODELS, resolve
+from repghost_tf.models.registry import resolve
 from repghost_tf.training.config import ConfigError
-
-# What a keras-hub preset directory holds (keras_hub.src.utils.preset_utils).
-_PRESET_CONFIG = "config.json"
-_PRESET_METADATA = "metadata.json"
-
-
-def pretrained_source(init_from: str) -> str:
-    """The file or preset directory `--init_from` names: a .keras file, a keras-hub preset
-    directory, or a run directory (its best.keras, the training form)."""
-    if os.path.isfile(init_from):
-        return init_from
-    if os.path.isfile(os.path.join(init_from, _PRESET_METADATA)):
-        return init_from
-    best = os.path.join(init_from, runs.BEST_MODEL)
-    if os.path.isfile(best):
-        return best
-    raise ConfigError(f"--init_from={init_from} is neither a .keras file, a run directory with "
-                      f"{runs.BEST_MODEL} nor a keras-hub preset directory")
-
-
-def pretrained_model_name(source: str) -> str | None:
-    """The registry name of the architecture in `source`, read without loading it; None when
-    it is not a model of the registry."""
-    if os.path.isdir(source):
-        try:
-            with open(os.path.join(source, _PRESET_CONFIG), encoding="utf-8") as file:
-                config = json.load(file)
-        except (OSError, ValueError):
-            return None
-        if config.get("class_name") != "RepGhostNetBackbone":
-            return None
-        name = config.get("config", {}).get("model_name")
-    else:
-        name = runs.keras_model_name(source)
-    return name if name in MODELS else None
-
-
-def check_source(source: str) -> str:
-    """The architecture of `source`; raises ConfigError (one line) when it is not a classifier or
-    backbone of the registry that can be fine-tuned, without loading it."""
-    if not os.path.isdir(source) and runs.keras_class_name(source) is None:
-        raise ConfigError(f"--init_from={source} is not a .keras model")
-    name = pretrained_model_name(source)
-    if name is None:
-        kind = runs.keras_class_name(source) if not os.path.isdir(source) else "preset"
-        detail = "a detector: give the classifier it started from" if (
-            kind and "Detector" in kind) else f"{kind}, not a model of the registry"
-        raise ConfigError(f"--init_from={source} holds {detail}")
-    return name
 
 
 def load_source(source: str) -> keras.Model:

@@ -14,9 +14,9 @@ import tensorflow as tf
 
 from repghost_tf import data, detection, quantization, runs
 from repghost_tf.training import pretrained
-from repghost_tf.fusion import fuse, is_fused
+from repghost_tf.fusion import fuse, is_fused, walk_layers
 from repghost_tf.models.registry import create_model
-from repghost_tf.training.config import ConfigError, TrainConfig, augmentation
+from repghost_tf.training.config import ConfigError, TrainConfig, augmentation, pretrained_source
 from repghost_tf.training.trainer import EmaClassifier, EmaDetector, EmaTrainer
 
 
@@ -207,7 +207,7 @@ class FineTune(Classification):
 
     def network(self, classes: int) -> Callable[[], keras.Model]:
         config = self.config
-        origin = pretrained.pretrained_source(config.init_from)
+        origin = pretrained_source(config.init_from)
         source = pretrained.load_source(origin)
         self.fresh: list[str] = []
         build_fresh = super().network(classes)
@@ -227,7 +227,7 @@ class FineTune(Classification):
             if config.freeze_backbone and layer.name not in head:
                 layer.trainable = False
             if config.freeze_batchnorm and layer.name not in head:
-                for inner in layer._flatten_layers(include_self=True, recursive=True):
+                for inner in (layer, *walk_layers(layer)):
                     if isinstance(inner, keras.layers.BatchNormalization):
                         inner.trainable = False
         if config.head_epochs and not config.freeze_backbone:
