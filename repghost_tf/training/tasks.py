@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from repghost_tf import data, detection, quantization, runs
 from repghost_tf.training import pretrained
-from repghost_tf.fusion import fuse, is_fused, walk_layers
+from repghost_tf.fusion import fuse, walk_layers
 from repghost_tf.models.registry import create_model
 from repghost_tf.training.config import ConfigError, TrainConfig, augmentation, pretrained_source
 from repghost_tf.training.trainer import EmaClassifier, EmaDetector, EmaTrainer
@@ -148,7 +148,7 @@ class Detection(Task):
 
         config = self.config
         shape = (config.image_size, config.image_size, 3)
-        source = _load_classifier(config.init_from) if config.init_from else None
+        source = pretrained.load_source(config.init_from) if config.init_from else None
 
         def build() -> keras.Model:
             if source is None:
@@ -306,17 +306,6 @@ def _float_source(config: TrainConfig, classes: int) -> keras.Model:
         raise ConfigError(f"--init_from={config.init_from} has {source.outputs[0].shape[-1]} "
                           f"classes, {config.dataset} has {classes}")
     return fuse(source)
-
-
-def _load_classifier(path: str) -> keras.Model:
-    try:
-        model = keras.saving.load_model(path, compile=False, safe_mode=True)
-    except Exception as error:  # Keras raises many types for a bad file.
-        raise ConfigError(f"cannot load --init_from={path}: {error}") from error
-    if is_fused(model):
-        raise ConfigError(f"--init_from={path} is in deploy form (no BatchNorm to train); give "
-                          f"the training form ({runs.BEST_MODEL})")
-    return model
 
 
 def task_of(config: TrainConfig) -> Task:
