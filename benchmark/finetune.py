@@ -124,9 +124,15 @@ def main(argv: list[str]) -> None:
     unknown = sorted(set(FLAGS.variants) - set(VARIANTS))
     if unknown:
         sys.exit(f"benchmark.finetune: error: unknown --variants {', '.join(unknown)}")
+    if not os.path.isfile(os.path.join(FLAGS.pretrained, "summary.json")):
+        sys.exit(f"benchmark.finetune: error: --pretrained={FLAGS.pretrained} is not a finished "
+                 "run (no summary.json); run python train.py --width=0.5 first")
     seeds = []
     for seed in FLAGS.seeds:
-        seeds.append(measure_seed(int(seed)))
+        try:
+            seeds.append(measure_seed(int(seed)))
+        except (RuntimeError, OSError, ValueError, KeyError) as error:
+            sys.exit(f"benchmark.finetune: error: {str(error).splitlines()[0]}")
         print(json.dumps(seeds[-1]), flush=True)
     document = {"pretrained": FLAGS.pretrained, "pretrained_summary": {
         k: v for k, v in _summary(FLAGS.pretrained).items() if k != "history"},
