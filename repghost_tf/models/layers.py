@@ -62,17 +62,36 @@ class GroupedConv2D(layers.Conv2D):
     CONV_2D. TensorFlow's Conv2D op takes a grouped kernel (input depth = channels / groups)
     directly, but its CPU gradient kernels handle groups only with oneDNN, which TensorFlow
     leaves off on some x86 CPUs; the gradient is therefore computed by XLA. Weights, config and
-    layout are those of `keras.layers.Conv2D`, which adds the bias with AddV2, not BiasAdd
-    (TensorFlow's graph optimizer would fuse Conv2D + BiasAdd into a CPU kernel that rejects
-    groups).
+    layout are those of `keras.layers.Conv2D`. A grouped convolution's bias is added with AddV2:
+    Keras adds it with BiasAdd, which TensorFlow's graph optimizer fuses with the Conv2D into a
+    CPU kernel that rejects groups.
     """
 
+    def _grouped_on_tensorflow(self) -> bool:
+        return self.groups > 1 and keras.backend.backend() == "tensorflow"
+
     def convolution_op(self, inputs, kernel):
-        if self.groups == 1 or keras.backend.backend() != "tensorflow":
+        if not self._grouped_on_tensorflow():
             return super().convolution_op(inputs, kernel)
         return _grouped_convolution(
             inputs, kernel, tuple(self.strides), self.padding.upper(), tuple(self.dilation_rate)
         )
+
+    def add_bias(self, outputs, bias):
+        """`outputs` plus a per-channel `bias`, in a form TensorFlow's CPU kernels run."""
+        if not self._grouped_on_tensorflow():
+            return ops.add(outputs, ops.reshape(bias, (1, 1, 1, -1)))
+        import tensorflow as tf
+
+        return tf.math.add(outputs, bias)
+
+    def call(self, inputs):
+        if self.data_format != "channels_last":
+            return super().call(inputs)
+        outputs = self.convolution_op(inputs, self.kernel)
+        if self.use_bias:
+            outputs = self.add_bias(outputs, self.bias)
+        return outputs if self.activation is None else self.activation(outputs)
 
 
 def _grouped_convolution(inputs, kernel, strides: tuple, padding: str, dilations: tuple):

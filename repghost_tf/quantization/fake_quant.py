@@ -200,8 +200,7 @@ class QuantizedConv2D(_QuantizedWeights, GroupedConv2D):
     """A (grouped) Conv2D with int8 weights; see `_QuantizedWeights`."""
 
     def call(self, inputs):
-        outputs = self.convolution_op(inputs, self.grid_kernel())
-        return ops.add(outputs, ops.reshape(self.bias, (1, 1, 1, -1)))
+        return self.add_bias(self.convolution_op(inputs, self.grid_kernel()), self.bias)
 
 
 @keras.saving.register_keras_serializable(package="repghost_tf")
