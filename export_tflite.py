@@ -78,6 +78,19 @@ flags.DEFINE_string(
     "Where to write; default: next to the model (runs/export for random weights).")
 flags.DEFINE_integer(
     "num_threads", 1, "Interpreter threads for verification.", lower_bound=1)
+flags.DEFINE_boolean(
+    "logits", False,
+    "Classifiers: output raw logits; default: probabilities (a softmax inside the file), which "
+    "MediaPipe Tasks reports as scores.")
+flags.DEFINE_string(
+    "metadata_description", None,
+    "The file's TFLite metadata description; default: architecture, width, dataset, input.")
+flags.DEFINE_string("metadata_version", "1", "The model version in the TFLite metadata.")
+flags.DEFINE_string("metadata_author", "repghost-tf", "The author in the TFLite metadata.")
+flags.DEFINE_string(
+    "metadata_license", "MIT",
+    "The license in the TFLite metadata (that of the official RepGhostNet weights and of this "
+    "project); set your own for models trained on your data.")
 
 
 def main(argv: list[str]) -> None:

@@ -59,6 +59,9 @@ setup(
             # imports it; tests/test_keras_hub_harness.py runs that harness on our classes.
             # 0.2.18 brings only cloudpickle and portpicker next to tensorflow-cpu 2.21.
             "grain",
+            # MediaPipe Tasks, what Android and iOS apps load models with, as a real client of
+            # the exported files (tests/test_metadata.py). 1.2 installs beside TensorFlow 2.21.
+            "mediapipe>=1.2.3,<1.3",
         ],
     },
 )

@@ -10,8 +10,9 @@ images, and the float model's margin (top-1 logit minus runner-up) on flipped an
 images. To separate weights from activations, it also counts the flips of the Keras model with
 int8-rounded kernels and float activations, and of TensorFlow's 16x8 mode (int16 activations).
 
-The int8 model is the one `export_tflite.py --quantize int8` writes (same converter, calibration
-split, preprocessing and range method); the float reference is the Keras model, fused.
+The int8 model is the one `export_tflite.py --quantize int8 --logits` writes (same converter,
+calibration split, preprocessing and range method; logits, whose margins are what flips); the
+float reference is the Keras model, fused.
 
 Usage: python -m benchmark.int8_flips [--model=PATH.keras | --runs_dir=runs] [--dataset=NAME]
            [--split=test] [--calibration_steps=50] [--calibration_ranges=mse] [--output=PATH.json]
@@ -121,7 +122,7 @@ def measure(
     ranges: str = "mse",
     data_dir: str | None = None,
 ) -> dict:
-    """Exports `model` (fused) to int8 as export_tflite.py does (uint8 input and output) and
+    """Exports `model` (fused) to int8 as `export_tflite.py --logits` does (uint8 in and out) and
     compares it with the Keras model on `split`; returns `flip_statistics`, plus the flips of int8
     weights with float activations (`with_int8_weights`) and of 16x8 (`convert_16x8`)."""
     model = pipeline.deploy_form(model)

@@ -8,8 +8,10 @@ import re
 
 import keras
 import numpy as np
+import pytest
 
 from repghost_tf.fusion import walk_layers
+from repghost_tf.litert import make_interpreter, run_interpreter
 
 
 def relative_error(actual, expected) -> float:
@@ -145,3 +147,85 @@ def user_environment(**extra: str) -> dict:
 def native_log_lines(stderr: str) -> list[str]:
     """The TensorFlow / LiteRT C++ log lines in a command's stderr."""
     return [match.group(0) for match in _NATIVE_LOG_LINE.finditer(stderr)]
+
+
+def mediapipe_classifier(path: str):
+    """MediaPipe Tasks' ImageClassifier on `path`: a function from one uint8 RGB image to
+    {class index: (label, score)}."""
+    pytest.importorskip("mediapipe")
+    import mediapipe as mp
+    from mediapipe.tasks.python import vision
+    from mediapipe.tasks.python.core.base_options import BaseOptions
+
+    options = vision.ImageClassifierOptions(base_options=BaseOptions(model_asset_path=path))
+    classifier = vision.ImageClassifier.create_from_options(options)
+
+    def classify(image: np.ndarray) -> dict[int, tuple[str, float]]:
+        result = classifier.classify(mp.Image(image_format=mp.ImageFormat.SRGB, data=image))
+        return {c.index: (c.category_name, c.score) for c in result.classifications[0].categories}
+
+    return classify
+
+
+def check_mediapipe_scores(path: str, classify, names: list[str], images: np.ndarray) -> None:
+    """MediaPipe's scores equal our LiteRT outputs on every class, with the dataset's names."""
+    pixels = np.clip(np.round(images), 0, 255).astype(np.uint8)
+    ours = run_interpreter(make_interpreter(open(path, "rb").read()), pixels.astype(np.float32))
+    for image, expected in zip(pixels, ours):
+        found = classify(image)
+        assert sorted(found) == list(range(len(names)))
+        assert [found[i][0] for i in range(len(names))] == names
+        np.testing.assert_allclose([found[i][1] for i in range(len(names))], expected, rtol=0,
+                                   atol=1e-7)
+
+
+def check_mediapipe_detections(path: str, names: list[str], images: np.ndarray) -> int:
+    """MediaPipe Tasks' ObjectDetector on the detector file `path` finds, on each image, the
+    detections our LiteRT run of the file gives: the same classes with the dataset's names, the
+    same scores, the same boxes to a pixel. Returns how many detections were compared."""
+    pytest.importorskip("mediapipe")
+    import mediapipe as mp
+    from mediapipe.tasks.python import vision
+    from mediapipe.tasks.python.core.base_options import BaseOptions
+
+    from repghost_tf.detection.export import tflite_detections
+
+    options = vision.ObjectDetectorOptions(base_options=BaseOptions(model_asset_path=path),
+                                           score_threshold=0.0)
+    pixels = np.clip(np.round(images), 0, 255).astype(np.uint8)
+    ours = tflite_detections(open(path, "rb").read(), [pixels.astype(np.float32)])
+    compared = 0
+    with vision.ObjectDetector.create_from_options(options) as detector:
+        for image, expected in zip(pixels, ours):
+            found = detector.detect(mp.Image(image_format=mp.ImageFormat.SRGB, data=image))
+            found = sorted(found.detections, key=lambda d: -d.categories[0].score)
+            order = np.argsort(-expected["scores"], kind="stable")
+            assert len(found) == len(order)
+            for detection, i in zip(found, order):
+                (category,) = detection.categories
+                assert category.index == int(expected["classes"][i])
+                assert category.category_name == names[category.index]
+                assert abs(category.score - expected["scores"][i]) < 1e-6
+                ymin, xmin, ymax, xmax = expected["boxes"][i]
+                box = detection.bounding_box
+                np.testing.assert_allclose(
+                    [box.origin_x, box.origin_y, box.origin_x + box.width,
+                     box.origin_y + box.height], [xmin, ymin, xmax, ymax], atol=1.01)
+                compared += 1
+    return compared
+
+
+def slow_after(values, keep: int = 1) -> list:
+    """`values` as pytest parameters, all but the first `keep` marked slow: the default run
+    checks a few cases, `-m slow` checks every one."""
+    params = []
+    for i, value in enumerate(values):
+        if i < keep:
+            params.append(value)
+        elif hasattr(value, "marks"):  # already a pytest.param
+            params.append(pytest.param(*value.values, marks=[*value.marks, pytest.mark.slow],
+                                       id=value.id))
+        else:
+            params.append(pytest.param(*(value if isinstance(value, tuple) else (value,)),
+                                       marks=pytest.mark.slow))
+    return params

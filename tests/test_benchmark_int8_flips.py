@@ -47,6 +47,7 @@ def test_flips_are_binned_by_feature_strength():
     assert statistics["median_margin_flipped"] == pytest.approx(np.median(margin[flipped]))
 
 
+@pytest.mark.slow
 def test_measure_compares_an_int8_export_with_its_keras_model(tiny_data_dir):
     """Random weights, so the numbers mean nothing; what holds is that every validation image is
     counted once, in one bin, and that the flips are the ones the bins add up to."""

@@ -18,6 +18,7 @@ def parsed_flags():
         flags.FLAGS(["test"])
 
 
+@pytest.mark.slow
 def test_tiny_end_to_end_host_run(tmp_path, capsys):
     peer = latency.peer_available()
     with flagsaver.flagsaver(

@@ -33,6 +33,7 @@ def test_plot_points_choose_configuration_and_accuracy_source():
     }
 
 
+@pytest.mark.slow
 def test_plot_cli_writes_a_png(tmp_path):
     rows = [result(), result(model="repghostnet_100", width=1.0, median_ms=6.0),
             result(model="ghostnet_050", family="GhostNet", median_ms=3.4)]

@@ -57,6 +57,7 @@ def fused_model() -> keras.Model:
     return repghost_tf.fuse(model)
 
 
+@pytest.mark.slow
 def test_minmax_ranges_give_the_converters_own_int8_model(fused_model):
     """Calibrate, set ranges, quantize: with "minmax" and no pinned input range, the three steps
     give what the converter's one-call full-int8 conversion gives."""

@@ -41,7 +41,8 @@ def repghostnet_050():
 
 @pytest.mark.parametrize(
     "constructor,image_size",
-    [(repghost_tf.RepGhostNet100, 160), (repghost_tf.GhostNet050, 160)],
+    [pytest.param(repghost_tf.RepGhostNet100, 160, marks=pytest.mark.slow),
+     (repghost_tf.GhostNet050, 160)],
     ids=["repghostnet_100", "ghostnet_050"],
 )
 def test_float32_matches_keras(constructor, image_size):
@@ -53,6 +54,7 @@ def test_float32_matches_keras(constructor, image_size):
     assert relative_error(_tflite_logits(flatbuffer, images), expected) < 1e-5
 
 
+@pytest.mark.slow
 def test_repghostnet_050_float32_and_float16_match_keras(repghostnet_050):
     model, float32 = repghostnet_050
     images = random_images(2, 224, 224, seed=2)
@@ -71,6 +73,7 @@ def test_repghostnet_050_float32_and_float16_match_keras(repghostnet_050):
     assert relative_error(_tflite_logits(dynamic, images), expected) < 5e-2
 
 
+@pytest.mark.slow
 def test_op_histograms(repghostnet_050, tmp_path):
     model, fused = repghostnet_050
     fused_ops = tflite.op_histogram(fused)
@@ -126,6 +129,7 @@ def int8_models():
     }
 
 
+@pytest.mark.slow
 def test_uint8_and_int8_inputs_take_camera_pixels(int8_models):
     model, flatbuffers = int8_models
     pixels = np.round(random_images(3, 64, 64, seed=7))

@@ -21,7 +21,12 @@ from repghost_tf.export import pipeline
 from repghost_tf.training import QAT_RECIPE, train, validate
 
 from conftest import TINY, TINY_RUN_GROUP  # noqa: E402
-from helpers import native_log_lines, user_environment
+from helpers import (
+    check_mediapipe_scores,
+    mediapipe_classifier,
+    native_log_lines,
+    user_environment,
+)
 
 IMAGE_SIZE = 48
 pytestmark = [TINY_RUN_GROUP, pytest.mark.slow]
@@ -35,10 +40,11 @@ def runs(tiny_run) -> pathlib.Path:
 
 
 def _export(runs, tiny_data_dir) -> dict[str, dict]:
-    """`export_tflite.py --quantize none,int8` on the latest run, calibrated on the train split and
-    verified on the whole held-out test split; returns the reports written, by file name."""
+    """`export_tflite.py --quantize none,float16,int8` on the latest run, calibrated on the train
+    split and verified on the whole held-out test split; returns the reports written, by file
+    name."""
     options = pipeline.ExportOptions(
-        runs_dir=str(runs), quantize=("none", "int8"), image_size=IMAGE_SIZE,
+        runs_dir=str(runs), quantize=("none", "float16", "int8"), image_size=IMAGE_SIZE,
         calibration_dataset=TINY, eval_dataset=TINY, eval_examples=0, data_dir=tiny_data_dir,
     )
     written = pipeline.export(options, log=print)
@@ -61,7 +67,7 @@ def test_float32_export_of_trained_model_matches_keras(reports, tiny_data_dir):
     assert check["examples"] == data.num_examples(TINY, "test", tiny_data_dir)
     chance = 1 / data.num_classes(TINY, tiny_data_dir)
     assert check["keras_top1"] > 1.5 * chance, "the model must have learned something"
-    assert check["relative_logit_error"] < 1e-5 and check["top1_agreement"] == 1.0
+    assert check["relative_error"] < 1e-5 and check["top1_agreement"] == 1.0
 
 
 def test_int8_export_takes_camera_pixels_and_is_a_third_of_the_size(reports):
@@ -174,11 +180,12 @@ def test_qat_int8_file_reproduces_the_qat_model(qat_reports, tiny_data_dir):
 
 
 def test_qat_beats_post_training_int8(qat_reports, reports):
-    """The same float model, quantized after training and with QAT. Both runs are repeatable;
-    on the machine they were measured on, both agree with the float model on 98.10% of the
-    2,000 test images, and QAT loses 0.05 points where post-training int8 loses 0.40. Another CPU
-    rounds differently and trains other models, so the comparison allows five images either way;
-    the main-job runs in docs/qat.md show the larger effect."""
+    """The same float model, quantized after training and with QAT. Both runs are repeatable
+    on one machine; on the 2,000 test images QAT agrees with the float model at least as often
+    as post-training int8 (98.10% and 98.10% on the first machine measured, 98.00% and 97.35% on
+    an AMD EPYC) and stays within five images of its accuracy (a drop of 0.05 points on both).
+    Post-training int8's own drop swings either way with the CPU (0.40, -0.25), so the two drops
+    are not compared; the main-job runs in docs/qat.md show the larger effect."""
     qat_check = qat_reports[0]["verification"]["vs_float_model"]
     post_training = reports["repghostnet_050_int8.json"]["verification"]
     print(f"float vs int8: post-training agreement {post_training['top1_agreement']:.4f}, drop "
@@ -186,7 +193,19 @@ def test_qat_beats_post_training_int8(qat_reports, reports):
           f"{qat_check['top1_agreement']:.4f}, drop {qat_check['accuracy_drop_points']:.2f}")
     assert qat_check["float_top1"] == pytest.approx(post_training["keras_top1"])
     assert qat_check["top1_agreement"] >= post_training["top1_agreement"] - 0.0025
-    assert qat_check["accuracy_drop_points"] <= post_training["accuracy_drop_points"] + 0.25
+    assert abs(qat_check["accuracy_drop_points"]) <= 0.25
+
+
+@pytest.mark.parametrize("quantize", ["float32", "float16", "int8"])
+def test_mediapipe_image_classifier_returns_our_scores_and_labels(reports, runs, quantize,
+                                                                 tiny_data_dir):
+    """MediaPipe Tasks' ImageClassifier, as an app loads the file (its metadata: input,
+    probabilities, labels): on a fixed batch of test images, every class's score equals our
+    LiteRT output and carries the dataset's label name."""
+    path = runs / "repghostnet_050" / f"repghostnet_050_{quantize}.tflite"
+    images, _ = _test_split(tiny_data_dir)
+    check_mediapipe_scores(str(path), mediapipe_classifier(str(path)),
+                           data.class_names(TINY, tiny_data_dir), images[:16])
 
 
 def _test_split(data_dir: str) -> tuple[np.ndarray, np.ndarray]:

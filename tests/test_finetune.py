@@ -74,7 +74,7 @@ def _assert_equal(actual: dict, expected: dict) -> None:
             np.testing.assert_array_equal(a, b, err_msg=name)
 
 
-@pytest.mark.parametrize("classes", [3, 10])
+@pytest.mark.parametrize("classes", [3, pytest.param(10, marks=pytest.mark.slow)])
 def test_classifier_starts_from_the_source(source, photos, tmp_path, classes):
     pretrained = keras.saving.load_model(source, compile=False, safe_mode=True)
     task = FineTune(_config(source, photos, tmp_path))

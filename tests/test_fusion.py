@@ -5,7 +5,7 @@ import pytest
 
 import repghost_tf
 from repghost_tf.fusion import walk_layers
-from helpers import assert_fusion_is_exact
+from helpers import assert_fusion_is_exact, slow_after
 
 VARIANTS = [
     *[(repghost_tf.RepGhostNet, {"width": w}) for w in (0.5, 0.58, 0.8, 1.0, 1.11, 1.3, 1.5, 2.0)],
@@ -21,7 +21,7 @@ def _layer_types(model):
 
 
 @pytest.mark.parametrize(
-    "constructor,kwargs", VARIANTS, ids=lambda v: getattr(v, "__doc__", str(v))[:30]
+    "constructor,kwargs", slow_after(VARIANTS, 3), ids=lambda v: getattr(v, "__doc__", str(v))[:30]
 )
 def test_fused_model_matches_training_form(constructor, kwargs):
     model = constructor(classifier_activation=None, **kwargs)

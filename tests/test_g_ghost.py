@@ -10,7 +10,13 @@ import numpy as np
 import pytest
 
 import repghost_tf
-from helpers import assert_fusion_is_exact, randomize_batchnorms, random_images, relative_error
+from helpers import (
+    assert_fusion_is_exact,
+    randomize_batchnorms,
+    random_images,
+    relative_error,
+    slow_after,
+)
 from repghost_tf.models.g_ghost import (
     GGhostRegNetX,
     GGhostRegNetX002,
@@ -195,7 +201,7 @@ def _ref_model(images, sd, depths, widths, group_width):
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("variant", list(OFFICIAL))
+@pytest.mark.parametrize("variant", slow_after(list(OFFICIAL), 3))
 def test_counts_match_official(variant):
     *_, params, macs = OFFICIAL[variant]
     model = repghost_tf.create_model(f"g_ghost_regnetx_{variant}")

@@ -27,7 +27,8 @@ What does not run, and why:
   `.keras` file, loads it in the same process (safe mode) and compares outputs;
   `test_saved_tasks_load_after_import_repghost_tf_alone` does that for both, preprocessors
   included, in a fresh process that imported only `repghost_tf`, and asks for equal outputs.
-  (Each model build costs seconds on 2 cores; the file takes about 100 s there, 70 s with -n 2.)
+  (Each model build costs seconds on 2 cores; the file takes about 3 minutes of worker time
+  there, so it runs with the end-to-end tests, `-m slow`.)
 - The channels_first half of `run_vision_backbone_test` (`run_data_format_check`): the harness
   itself skips it on TensorFlow without a GPU, and our layers are channels_last only (the
   library's models, like the TFLite files they become, are NHWC).
@@ -72,6 +73,7 @@ from repghost_tf.hub import (  # noqa: E402
 )
 from helpers import random_images, user_environment  # noqa: E402
 
+pytestmark = pytest.mark.slow
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE = 32  # the smallest input the models take (MIN_INPUT_SIZE): P5 is 1 x 1
 SGD = {"optimizer": "sgd"}

@@ -7,6 +7,8 @@ import repghost_tf
 from repghost_tf.fusion import walk_layers
 from repghost_tf.models.layers import RepGhostModule
 
+from helpers import slow_after
+
 # (width, training-form params, official deploy-form params, multiply-adds at 224x224)
 OFFICIAL_REPGHOSTNET = [
     (0.5, 2_296_904, 2_299_384, 43_314_720),
@@ -40,7 +42,7 @@ def _folded_batchnorm_channels(model: keras.Model) -> int:
     )
 
 
-@pytest.mark.parametrize("width,params,deploy_params,macs", OFFICIAL_REPGHOSTNET)
+@pytest.mark.parametrize("width,params,deploy_params,macs", slow_after(OFFICIAL_REPGHOSTNET, 2))
 def test_repghostnet_counts_match_official(width, params, deploy_params, macs):
     model = repghost_tf.RepGhostNet(width=width)
     counted = repghost_tf.profile(model, image_size=224)

@@ -80,8 +80,10 @@ def _interpreter_tensors(flatbuffer: bytes):
     return interpreter, details, interpreter._get_ops_details()
 
 
-# The tests that share the module's model run on one pytest-xdist worker.
-SHARED_MODEL = pytest.mark.xdist_group("qat_model")
+def SHARED_MODEL(test):  # noqa: N802 (a decorator, named as pytest's marks are)
+    """The tests that share the module's model: they run on one pytest-xdist worker and, as the
+    model takes a minute to build and calibrate, with `-m slow`."""
+    return pytest.mark.slow(pytest.mark.xdist_group("qat_model")(test))
 
 
 @SHARED_MODEL
@@ -210,7 +212,8 @@ def test_finalize_freezes_ranges_and_keeps_outputs(calibrated):
 
 
 @pytest.mark.parametrize("constructor", [
-    repghost_tf.RepGhostNet050NoShortcut, repghost_tf.GhostNet050,
+    repghost_tf.GhostNet050,
+    pytest.param(repghost_tf.RepGhostNet050NoShortcut, marks=pytest.mark.slow),
 ])
 def test_every_architecture_has_a_qat_form(constructor):
     """RepGhostNet 0.5x is the module's model. Widths change only channel counts, and the deploy

@@ -53,11 +53,21 @@ class Entry:
         return np.asarray(self.fused(self.images, training=False))
 
 
-@pytest.fixture(
-    scope="module",
-    # One xdist group per entry: under -n, an entry's tests share one worker and one build.
-    params=[pytest.param(n, id=n, marks=pytest.mark.xdist_group(f"registry_{n}")) for n in NAMES],
-)
+def _entries(fast: tuple[str, ...]) -> list:
+    """The registry's names as `entry` parameters; those not in `fast` run with `-m slow`. One
+    xdist group per entry: under -n, an entry's tests share one worker and one build."""
+    return [
+        pytest.param(n, id=n, marks=[pytest.mark.xdist_group(f"registry_{n}")]
+                     + ([] if n in fast else [pytest.mark.slow]))
+        for n in NAMES
+    ]
+
+
+# Each entry costs seconds to build, fuse and round-trip: the default run checks one per family.
+FAST = ("repghostnet_050", "repghostnet_wo_050", "ghostnet_050", "g_ghost_regnetx_002")
+
+
+@pytest.fixture(scope="module", params=_entries(FAST))
 def entry(request) -> Entry:
     return Entry(request.param)
 

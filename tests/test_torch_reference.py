@@ -11,12 +11,13 @@ from helpers import (  # noqa: E402
     random_images,
     randomized_timm_model,
     relative_error,
+    slow_after,
     timm_logits,
 )
 from repghost_tf.torch_weights import WeightMismatchError, load_state_dict  # noqa: E402
 
 
-@pytest.mark.parametrize("name", ["repghostnet_050", "repghostnet_111", "repghostnet_200"])
+@pytest.mark.parametrize("name", slow_after(["repghostnet_050", "repghostnet_111", "repghostnet_200"]))
 def test_repghostnet_matches_timm_before_and_after_fusion(name):
     reference = randomized_timm_model(name, seed=5)
     model = repghost_tf.create_model(name, classifier_activation=None)

@@ -239,6 +239,7 @@ def test_imagenet2012_end_to_end_under_mock_data(tmp_path):
     assert model.output_shape == (None, 1000)
 
 
+@pytest.mark.slow
 def test_warmup_longer_than_the_run_is_shortened_and_said_so(tmp_path, tiny_data_dir):
     output_dir = str(tmp_path / "short")
     command = _train_command(output_dir, tiny_data_dir, epochs=1, steps_per_epoch=8,

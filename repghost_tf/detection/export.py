@@ -1,7 +1,9 @@
 """A detector (`RepGhostNetDetector`) as a TFLite file with its post-processing: pixels in;
 decoded boxes, scores, classes and a count out; builtin ops only, the non-max suppression as
 NON_MAX_SUPPRESSION_V5. The post-processing is `postprocess.postprocess`, the one Keras
-evaluation uses.
+evaluation uses. The outputs are those of TFLite's SSD post-processing, which MediaPipe Tasks'
+ObjectDetector reads: boxes as fractions of the image, then classes, scores and the count, all
+float32, in that order.
 
 int8: the network is quantized (uint8 or int8 pixels in, per-channel int8 weights, calibrated
 activation ranges as for classifiers); the post-processing stays in float32, so boxes and scores
@@ -26,7 +28,7 @@ from repghost_tf.litert import make_interpreter, quantize_input
 
 # Name scope of the post-processing ops: their tensors stay float in an int8 file.
 _POSTPROCESS = "postprocess"
-OUTPUTS = ("boxes", "scores", "classes", "count")
+OUTPUTS = ("boxes", "classes", "scores", "count")  # the file's output order
 
 
 def convert_detector(
@@ -40,8 +42,8 @@ def convert_detector(
     ranges: str = "mse",
 ) -> bytes:
     """A flatbuffer of `detector` at a fixed (1, image_size, image_size, 3) input: outputs
-    `boxes` (1, max_detections, 4; yxyx in pixels), `scores` and `classes` (1, max_detections;
-    zeros past `count`), `count` (1,).
+    `boxes` (1, max_detections, 4; ymin, xmin, ymax, xmax as fractions of the image), `classes`
+    and `scores` (1, max_detections; zeros past `count`), `count` (1,; float32), in that order.
 
     quantize="int8" quantizes the network with `input_type` pixels in ("uint8": scale 1, zero
     point 0) over the activation ranges of `representative_images` (a callable returning
@@ -65,10 +67,10 @@ def convert_detector(
                 anchors, outputs["bbox_regression"][0], outputs["cls_logits"][0], settings
             )
             return {
-                "boxes": found["boxes"][None],
-                "scores": found["scores"][None],
+                "boxes": found["boxes"][None] / image_size,
                 "classes": found["classes"][None],
-                "count": tf.reshape(found["count"], (1,)),
+                "scores": found["scores"][None],
+                "count": tf.cast(tf.reshape(found["count"], (1,)), tf.float32),
             }
 
     archive = keras.export.ExportArchive()
@@ -93,22 +95,41 @@ def convert_detector(
                     (f"{_POSTPROCESS}/", "StatefulPartitionedCall")),
             )
     check_builtin_only(flatbuffer)
-    return flatbuffer
+    return _outputs_in_order(flatbuffer)
+
+
+def _outputs_in_order(flatbuffer: bytes) -> bytes:
+    """`flatbuffer` with its subgraph's outputs in OUTPUTS' order (the converter sorts them by
+    name), where MediaPipe looks for them; the signature names each output by its tensor, so it
+    is unchanged."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(flatbuffer))
+    (signature,) = model.signatureDefs
+    by_name = {_text(t.name): t.tensorIndex for t in signature.outputs}
+    model.subgraphs[0].outputs = [by_name[name] for name in OUTPUTS]
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def tflite_detections(
     flatbuffer: bytes, images: Iterable[np.ndarray], num_threads: int = 1
 ) -> list[dict[str, np.ndarray]]:
     """The file's detections on each image of `images` (batches of float32 pixels), cut to each
-    image's count."""
+    image's count, with boxes in pixels (yxyx) as Keras gives them."""
     interpreter = make_interpreter(flatbuffer, num_threads=num_threads)
     runner = interpreter.get_signature_runner()
     detail = runner.get_input_details()["images"]
+    size = detail["shape"][1]
     found = []
     for batch in images:
         for image in np.asarray(batch, np.float32):
             outputs = runner(images=quantize_input(image[None], detail))
-            found.append(trim({key: value[0] for key, value in outputs.items()}))
+            detections = trim({key: value[0] for key, value in outputs.items()})
+            found.append({**detections, "boxes": detections["boxes"] * size})
     return found
 
 

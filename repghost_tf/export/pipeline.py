@@ -2,8 +2,9 @@
 
 `export` finds the model (a .keras file, the latest training run, or random weights of a named
 architecture), picks its task (`export.tasks`: classifier, QAT classifier or detector), converts it
-once per quantization, checks each flatbuffer against the Keras model, and writes the .tflite, a
-JSON report and a labels file next to each other, atomically.
+once per quantization, adds the TFLite metadata apps read (`export.metadata`: the input, the
+outputs, the labels), checks each file against the Keras model, and writes the .tflite, a JSON
+report and a labels file next to each other, atomically.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Callable
 
 from repghost_tf import data, runs
 from repghost_tf.atomic_files import write_bytes, write_json, write_text
+from repghost_tf.export import metadata
 from repghost_tf.export.report import describe, format_report, preprocessing_info
 from repghost_tf.export.tasks import ExportTask, deploy_form, load_model, task_for
 from repghost_tf.export.tflite import ExportError
@@ -48,6 +50,11 @@ class ExportOptions:
     data_dir: str | None = None
     output_dir: str | None = None
     num_threads: int = 1
+    logits: bool = False
+    metadata_description: str | None = None
+    metadata_version: str = "1"
+    metadata_author: str = "repghost-tf"
+    metadata_license: str = "MIT"
 
 
 def export(options: ExportOptions, log: Callable[[str], None] = print) -> list[str]:
@@ -73,7 +80,8 @@ def export(options: ExportOptions, log: Callable[[str], None] = print) -> list[s
         results = []
         for quantize in dict.fromkeys(options.quantize):
             io_type = options.io_type if quantize == "int8" else "float32"
-            flatbuffer = task.convert(quantize, io_type)
+            flatbuffer = metadata.with_metadata(task.convert(quantize, io_type),
+                                                *task.metadata(quantize))
             report = _report(task, quantize, io_type, flatbuffer)
             check = task.verify(flatbuffer)
             if check:

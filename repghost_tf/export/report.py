@@ -49,6 +49,12 @@ def keras_outputs(
     return np.concatenate(logits), np.concatenate(labels)
 
 
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Probabilities of `logits` over the last axis, in float64."""
+    shifted = np.exp(logits - logits.max(-1, keepdims=True).astype(np.float64))
+    return shifted / shifted.sum(-1, keepdims=True)
+
+
 def compare(
     model_bytes: bytes,
     images: Iterable[np.ndarray],
@@ -58,10 +64,13 @@ def compare(
     float_logits: np.ndarray | None = None,
     num_threads: int = 1,
 ) -> dict:
-    """The TFLite model's outputs on batches of `images` against the Keras model's logits on them.
+    """The TFLite model's outputs on batches of `images` against the Keras model's (`expected`:
+    logits, or probabilities for a file that outputs them).
 
-    Returns examples, top1_agreement, and the logit error: max_abs_logit_error and
-    relative_logit_error (||tflite - keras|| / ||keras|| over all examples). With `labels`, also
+    Returns examples, top1_agreement, the output error: max_abs_error and relative_error
+    (||tflite - keras|| / ||keras|| over all examples), and top1_ties: examples whose largest
+    output the file gives two or more classes (int8 outputs can round them equal; argmax takes
+    the first). With `labels`, also
     keras_top1 and tflite_top1 (accuracy) and accuracy_drop_points. With `float_logits` (those of
     the float model a QAT model started from), also `vs_float_model`: top1_agreement and, with
     labels, float_top1 and accuracy_drop_points against it.
@@ -73,8 +82,9 @@ def compare(
     result = {
         "examples": len(expected),
         "top1_agreement": float(np.mean(keras_top1 == tflite_top1)),
-        "max_abs_logit_error": float(np.abs(difference).max()),
-        "relative_logit_error": float(np.linalg.norm(difference) / np.linalg.norm(expected)),
+        "max_abs_error": float(np.abs(difference).max()),
+        "relative_error": float(np.linalg.norm(difference) / np.linalg.norm(expected)),
+        "top1_ties": int(np.sum(np.sum(actual == actual.max(-1, keepdims=True), -1) > 1)),
     }
     if labels is not None:
         keras_accuracy = float(np.mean(keras_top1 == labels))

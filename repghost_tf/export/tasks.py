@@ -14,12 +14,16 @@ import keras
 import numpy as np
 
 from repghost_tf import data, quantization, runs
-from repghost_tf.export.report import compare, keras_outputs
+from repghost_tf.export import metadata
+from repghost_tf.export.report import compare, keras_outputs, softmax
 from repghost_tf.export.tflite import QUANTIZATIONS, ExportError, convert
 from repghost_tf.fusion import fuse, is_fused
 from repghost_tf.models.registry import ModelSpec
 
 DEFAULT_IMAGE_SIZE = 224
+LABELS_FILE = "labels.txt"  # the name of the labels inside a .tflite file (its metadata's)
+_QUANTIZED = {"none": "float32", "float16": "float16 weights",
+              "dynamic": "int8 weights, float activations", "int8": "int8"}
 
 
 class ExportTask:
@@ -97,13 +101,55 @@ class ExportTask:
     def verification_lines(self, check: dict) -> list[str]:
         return []
 
+    kind = "model"
+
+    def output_metadata(self, labels_file: str | None) -> list:
+        raise NotImplementedError
+
+    def metadata(self, quantize: str) -> tuple[bytes, dict[str, bytes]]:
+        """The file's TFLite metadata (`export.metadata`) and the files it names (the labels)."""
+        options = self.options
+        labels = self.class_names
+        dataset = self.run.dataset if self.run else None
+        description = options.metadata_description or (
+            f"{self.model.name} {self.kind}"
+            + (f", {len(labels)} classes" if labels else "")
+            + (f" of {dataset}" if dataset else "")
+            + f"; {self.image_size}x{self.image_size} RGB input, pixels 0-255; "
+            + _QUANTIZED[quantize]
+        )
+        info = metadata.ModelInfo(
+            name=self.model.name, description=description, version=options.metadata_version,
+            author=options.metadata_author, license=options.metadata_license,
+        )
+        block = metadata.model_metadata(
+            info, [metadata.image_input(self.image_size)],
+            self.output_metadata(LABELS_FILE if labels else None),
+        )
+        return block, ({LABELS_FILE: ("\n".join(labels) + "\n").encode()} if labels else {})
+
 
 class Classification(ExportTask):
     """A classifier: any quantization; int8 calibrated on --calibration_split, verified in top-1
     and logits on --eval_split."""
 
+    kind = "image classifier"
+
+    def __init__(self, options, model: keras.Model, *args):
+        super().__init__(options, model, *args)
+        # The file outputs probabilities unless --logits, or the model has its own softmax.
+        self.probabilities = not options.logits and not _ends_in_softmax(model)
+        if self.probabilities:
+            self.exported = with_softmax(self.exported)
+
     def _image_size(self) -> int:
         return super()._image_size() or (self.spec.input_size if self.spec else DEFAULT_IMAGE_SIZE)
+
+    def output_metadata(self, labels_file: str | None) -> list:
+        return metadata.classifier_outputs(labels_file, self.probabilities)
+
+    def report(self, quantize: str) -> dict:
+        return {"output": "probabilities" if self.probabilities else "logits"}
 
     def _dataset(self, name: str | None) -> str:
         return name or (self.run and self.run.dataset) or data.BUILTIN_DATASET
@@ -163,11 +209,13 @@ class Classification(ExportTask):
         evaluation = self.evaluation
         if not evaluation:
             return None
+        logits = evaluation["keras_logits"]
+        expected = softmax(logits) if self.probabilities else logits
         return {
             "dataset": evaluation["name"],
             "split": self.split,
             **compare(
-                flatbuffer, evaluation["images"](), evaluation["keras_logits"],
+                flatbuffer, evaluation["images"](), expected,
                 evaluation["labels"] if self.class_names else None,
                 float_logits=evaluation.get("float_logits"),
                 num_threads=self.options.num_threads,
@@ -183,9 +231,11 @@ class Classification(ExportTask):
             )
         line += (
             f"agreement {100 * check['top1_agreement']:.2f}%, "
-            f"logit error max {check['max_abs_logit_error']:.3g} / "
-            f"relative {check['relative_logit_error']:.3g}"
+            f"{'probability' if self.probabilities else 'logit'} error max "
+            f"{check['max_abs_error']:.3g} / relative {check['relative_error']:.3g}"
         )
+        if check["top1_ties"]:
+            line += f", {check['top1_ties']} top-1 ties"
         lines = [line]
         versus = check.get("vs_float_model")
         if versus:
@@ -235,7 +285,7 @@ class QatClassification(Classification):
         return load_model(run.init_from)
 
     def report(self, quantize: str) -> dict:
-        return {"qat_from": self.run.init_from if self.run else None}
+        return {**super().report(quantize), "qat_from": self.run.init_from if self.run else None}
 
     def calibration_report(self) -> dict:
         return {**super().calibration_report(),
@@ -247,6 +297,10 @@ class Detection(ExportTask):
     with their post-processing, each checked in COCO mAP against the Keras model."""
 
     quantizations = ("none", "int8")
+    kind = "object detector"
+
+    def output_metadata(self, labels_file: str | None) -> list:
+        return metadata.detector_outputs(labels_file)
 
     @classmethod
     def _unsupported(cls, quantizations: list[str], model_path: str | None) -> str:
@@ -302,7 +356,7 @@ class Detection(ExportTask):
         from repghost_tf.detection import PostProcessing
         from repghost_tf.detection.export import OUTPUTS
 
-        return {"outputs": list(OUTPUTS),
+        return {"outputs": list(OUTPUTS), "boxes": "ymin, xmin, ymax, xmax as fractions of the image",
                 "postprocessing": dataclasses.asdict(PostProcessing())}
 
     def calibration_report(self) -> dict:
@@ -365,6 +419,18 @@ def deploy_form(model: keras.Model) -> keras.Model:
     except Exception as error:  # fuse() rebuilds from config; any failure means "cannot fuse".
         reason = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
         raise ExportError(f"cannot fuse: {reason} (or pass --nofuse)") from error
+
+
+def with_softmax(model: keras.Model) -> keras.Model:
+    """`model` (logits out) with a softmax after it, sharing its weights."""
+    outputs = keras.layers.Softmax(name="probability")(model.outputs[0])
+    return keras.Model(model.inputs, outputs, name=model.name)
+
+
+def _ends_in_softmax(model: keras.Model) -> bool:
+    last = model.layers[-1]
+    return isinstance(last, keras.layers.Softmax) or (
+        getattr(last, "activation", None) is keras.activations.softmax)
 
 
 def _static_size(model: keras.Model) -> int | None:
