@@ -18,6 +18,7 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import dataclasses  # noqa: E402
+import json  # noqa: E402
 import sys  # noqa: E402
 
 import tensorflow_datasets as tfds  # noqa: E402
@@ -114,6 +115,14 @@ def main(argv: list[str]) -> None:
             name = os.path.basename(path)
             print(f"Benchmark: adb push {path} /data/local/tmp/ && adb shell "
                   f"/data/local/tmp/benchmark_model --graph=/data/local/tmp/{name}")
+            print(f"In an app: mediapipe.tasks.python.vision.{_mediapipe_task(path)}"
+                  f".create_from_model_path({path!r})")
+
+
+def _mediapipe_task(path: str) -> str:
+    """The MediaPipe Tasks class that reads the file: a detector's report lists its outputs."""
+    with open(path[: -len(".tflite")] + ".json", encoding="utf-8") as file:
+        return "ObjectDetector" if "outputs" in json.load(file) else "ImageClassifier"
 
 
 if __name__ == "__main__":

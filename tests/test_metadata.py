@@ -13,6 +13,7 @@ import pytest
 from helpers import random_images
 
 from repghost_tf.export import metadata, pipeline, tflite
+from repghost_tf.export.tasks import check_labels
 from repghost_tf.litert import make_interpreter, run_interpreter
 
 SIZE = 32
@@ -36,7 +37,7 @@ def model():
     inputs = keras.Input((SIZE, SIZE, 3))
     x = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(inputs)
     x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(16, 3, strides=2)(x))
-    return keras.Model(inputs, keras.layers.Dense(4)(x))
+    return keras.Model(inputs, keras.layers.Dense(4)(x), name="tiny")
 
 
 def test_classifier_metadata_reads_back_with_mediapipes_schema():
@@ -108,26 +109,26 @@ def test_metadata_changes_no_output(model, quantize):
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory) -> dict[str, dict[str, bytes]]:
-    """export_tflite.py on a random-weight RepGhostNet 0.5x, with the same weights, as it is and
-    with --logits and the --metadata_* flags."""
+def exported(model, tmp_path_factory) -> dict[str, dict[str, bytes]]:
+    """export_tflite.py on the small conv net's .keras file, as it is and with --logits and the
+    --metadata_* flags."""
+    path = tmp_path_factory.mktemp("model") / "tiny.keras"
+    model.save(path)
     files = {}
     for name, options in {"default": {}, "logits": dict(
             logits=True, metadata_description="my shapes", metadata_version="2.1",
             metadata_author="me", metadata_license="Apache-2.0")}.items():
-        keras.utils.set_random_seed(0)
         written = pipeline.export(pipeline.ExportOptions(
-            model="repghostnet_050", classes=4, image_size=SIZE,
-            output_dir=str(tmp_path_factory.mktemp(name)), verify=False, **options),
-            log=lambda line: None)
+            model=str(path), output_dir=str(tmp_path_factory.mktemp(name)), verify=False,
+            **options), log=lambda line: None)
         files[name] = {path.rsplit("/", 1)[-1]: open(path, "rb").read() for path in written}
     return files
 
 
 def test_classifier_files_output_probabilities_unless_logits(exported):
     images = random_images(3, SIZE, SIZE, seed=5)
-    probabilities = exported["default"]["repghostnet_050_float32.tflite"]
-    logits = exported["logits"]["repghostnet_050_float32.tflite"]
+    probabilities = exported["default"]["tiny_float32.tflite"]
+    logits = exported["logits"]["tiny_float32.tflite"]
     assert tflite.op_histogram(probabilities)["SOFTMAX"] == 1
     assert "SOFTMAX" not in tflite.op_histogram(logits)
     expected = run_interpreter(make_interpreter(logits), images).astype(np.float64)
@@ -137,17 +138,33 @@ def test_classifier_files_output_probabilities_unless_logits(exported):
     assert np.abs(got - expected).max() < 1e-6
     assert _read(probabilities).subgraphMetadata[0].outputTensorMetadata[0].name == b"probability"
     assert _read(logits).subgraphMetadata[0].outputTensorMetadata[0].name == b"logits"
-    assert json.loads(exported["default"]["repghostnet_050_float32.json"])["output"] == (
+    assert json.loads(exported["default"]["tiny_float32.json"])["output"] == (
         "probabilities")
-    assert json.loads(exported["logits"]["repghostnet_050_float32.json"])["output"] == "logits"
+    assert json.loads(exported["logits"]["tiny_float32.json"])["output"] == "logits"
 
 
 def test_metadata_says_what_the_file_is_and_takes_the_flags(exported):
-    default = _read(exported["default"]["repghostnet_050_float32.tflite"])
+    default = _read(exported["default"]["tiny_float32.tflite"])
     assert (default.name, default.version, default.author, default.license) == (
-        b"repghostnet_050", b"1", b"repghost-tf", b"MIT")
-    assert default.description == (b"repghostnet_050 image classifier; 32x32 RGB input, "
-                                   b"pixels 0-255; float32")
-    flagged = _read(exported["logits"]["repghostnet_050_float32.tflite"])
+        b"tiny", b"1", b"repghost-tf", b"MIT")
+    assert default.description == b"tiny image classifier; 32x32 RGB input, pixels 0-255; float32"
+    flagged = _read(exported["logits"]["tiny_float32.tflite"])
     assert (flagged.name, flagged.description, flagged.version, flagged.author,
-            flagged.license) == (b"repghostnet_050", b"my shapes", b"2.1", b"me", b"Apache-2.0")
+            flagged.license) == (b"tiny", b"my shapes", b"2.1", b"me", b"Apache-2.0")
+
+
+def test_metadata_text_must_be_printable(tmp_path):
+    with pytest.raises(tflite.ExportError, match="--metadata_author must be printable text"):
+        pipeline.export(pipeline.ExportOptions(
+            model="repghostnet_050", classes=4, image_size=SIZE, output_dir=str(tmp_path),
+            verify=False, metadata_author="me\x00"), log=lambda line: None)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("labels, message", [
+    (["cat", " ", "dog"], "class 1 has an empty label"),
+    (["cat", "dog", "cat"], "the label 'cat' names two classes"),
+])
+def test_labels_an_app_cannot_tell_apart_are_refused(labels, message):
+    with pytest.raises(tflite.ExportError, match=message):
+        check_labels(labels)

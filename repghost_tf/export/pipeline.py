@@ -60,6 +60,7 @@ class ExportOptions:
 def export(options: ExportOptions, log: Callable[[str], None] = print) -> list[str]:
     """Converts, verifies and writes one .tflite (with its JSON report and labels) per quantization;
     returns the paths written. Raises ExportError before writing anything on bad input."""
+    _check_metadata_text(options)
     model_path = find_model(options)
     spec = None if model_path else _random_model_spec(options)
     model = load_model(model_path) if spec is None else spec(
@@ -92,6 +93,15 @@ def export(options: ExportOptions, log: Callable[[str], None] = print) -> list[s
         raise ExportError(str(error)) from error
     return [path for stem, flatbuffer, report in results
             for path in _write(output_dir, stem, flatbuffer, report, task, log)]
+
+
+def _check_metadata_text(options: ExportOptions) -> None:
+    """The --metadata_* texts go into the file as they are: printable text only."""
+    for name in ("metadata_description", "metadata_version", "metadata_author",
+                 "metadata_license"):
+        value = getattr(options, name)
+        if value is not None and not value.isprintable():
+            raise ExportError(f"--{name} must be printable text, got {value!r}")
 
 
 def _report(task: ExportTask, quantize: str, io_type: str, flatbuffer: bytes) -> dict:

@@ -110,6 +110,7 @@ class ExportTask:
         """The file's TFLite metadata (`export.metadata`) and the files it names (the labels)."""
         options = self.options
         labels = self.class_names
+        check_labels(labels)
         dataset = self.run.dataset if self.run else None
         description = options.metadata_description or (
             f"{self.model.name} {self.kind}"
@@ -299,6 +300,12 @@ class Detection(ExportTask):
     quantizations = ("none", "int8")
     kind = "object detector"
 
+    def __init__(self, options, *args):
+        if options.logits:
+            raise ExportError("--logits applies to classifiers; a detector's file outputs boxes, "
+                              "classes, scores and a count")
+        super().__init__(options, *args)
+
     def output_metadata(self, labels_file: str | None) -> list:
         return metadata.detector_outputs(labels_file)
 
@@ -356,7 +363,8 @@ class Detection(ExportTask):
         from repghost_tf.detection import PostProcessing
         from repghost_tf.detection.export import OUTPUTS
 
-        return {"outputs": list(OUTPUTS), "boxes": "ymin, xmin, ymax, xmax as fractions of the image",
+        return {"outputs": list(OUTPUTS),
+                "boxes": "ymin, xmin, ymax, xmax as fractions of the image",
                 "postprocessing": dataclasses.asdict(PostProcessing())}
 
     def calibration_report(self) -> dict:
@@ -419,6 +427,20 @@ def deploy_form(model: keras.Model) -> keras.Model:
     except Exception as error:  # fuse() rebuilds from config; any failure means "cannot fuse".
         reason = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
         raise ExportError(f"cannot fuse: {reason} (or pass --nofuse)") from error
+
+
+def check_labels(labels: list[str] | None) -> None:
+    """Raises ExportError for labels an app could not tell apart: an empty or a repeated one."""
+    if not labels:
+        return
+    empty = [i for i, name in enumerate(labels) if not name.strip()]
+    if empty:
+        raise ExportError(f"class {empty[0]} has an empty label; name every class")
+    seen = set()
+    for name in labels:
+        if name in seen:
+            raise ExportError(f"the label {name!r} names two classes; labels must differ")
+        seen.add(name)
 
 
 def with_softmax(model: keras.Model) -> keras.Model:
