@@ -105,6 +105,8 @@ def test_export_writes_next_to_latest_run_and_overwrites_cleanly(runs, tiny_data
     assert sorted(name for name in files if name.startswith("repghostnet_050_")) == sorted([
         "repghostnet_050_float32.tflite", "repghostnet_050_float32.json",
         "repghostnet_050_float32_labels.txt",
+        "repghostnet_050_float16.tflite", "repghostnet_050_float16.json",
+        "repghostnet_050_float16_labels.txt",
         "repghostnet_050_int8.tflite", "repghostnet_050_int8.json",
         "repghostnet_050_int8_labels.txt",
     ])
@@ -139,8 +141,9 @@ QAT_TINY = dict(QAT_RECIPE, epochs=2, steps_per_epoch=60)
 
 @pytest.fixture(scope="session")
 def qat_reports(runs, tiny_run, tiny_data_dir, tmp_path_factory):
-    """`train.py --qat` on the tiny run, then `export_tflite.py --quantize int8` of the QAT run;
-    returns its report and the paths of the QAT run's deploy.keras and int8 file."""
+    """`train.py --qat` on the tiny run, then `export_tflite.py --quantize int8 --logits` of the
+    QAT run (logits, so that the file is compared with the Keras model in logit steps); returns
+    its report and the paths of the QAT run's deploy.keras and int8 file."""
     config, _ = tiny_run
     output_dir = runs / "repghostnet_050_qat"
     qat_config = dataclasses.replace(
@@ -151,7 +154,7 @@ def qat_reports(runs, tiny_run, tiny_data_dir, tmp_path_factory):
     train(qat_config)
     options = pipeline.ExportOptions(
         model=str(output_dir / "deploy.keras"), quantize=("int8",), image_size=IMAGE_SIZE,
-        eval_examples=0, data_dir=tiny_data_dir,
+        eval_examples=0, data_dir=tiny_data_dir, logits=True,
     )
     written = pipeline.export(options, log=print)
     report = json.loads(open([p for p in written if p.endswith(".json")][0]).read())
