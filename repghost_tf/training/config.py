@@ -31,7 +31,7 @@ QAT_RECIPE = dict(
 # Fine-tuning a pretrained classifier (`init_from`) on a dataset of its own classes; the numbers
 # behind these values are in docs/finetuning.md.
 FINETUNE_RECIPE = dict(
-    epochs=30, batch_size=32, warmup_epochs=0.0, head_epochs=2.0, base_lr=1.6, min_lr=0.0,
+    epochs=20, batch_size=32, warmup_epochs=0.0, head_epochs=2.0, base_lr=1.6, min_lr=0.0,
     weight_decay=1e-5, ema_decay=0.0, label_smoothing=0.1, dropout=0.2, randaugment=False,
     min_crop_scale=0.25, color_jitter=0.0, random_erasing=0.0,
 )
