@@ -23,6 +23,7 @@ import tensorflow as tf
 from repghost_tf import native_logs, quantization
 from repghost_tf.detection.metrics import coco_map
 from repghost_tf.detection.postprocess import Anchors, PostProcessing, postprocess, trim
+from repghost_tf.export.metadata import schema_text
 from repghost_tf.export.tflite import ExportError, check_builtin_only
 from repghost_tf.litert import make_interpreter, quantize_input
 
@@ -106,13 +107,9 @@ def _outputs_in_order(flatbuffer: bytes) -> bytes:
 
     model = flatbuffer_utils.convert_bytearray_to_object(bytearray(flatbuffer))
     (signature,) = model.signatureDefs
-    by_name = {_text(t.name): t.tensorIndex for t in signature.outputs}
+    by_name = {schema_text(t.name): t.tensorIndex for t in signature.outputs}
     model.subgraphs[0].outputs = [by_name[name] for name in OUTPUTS]
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
-
-
-def _text(value) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def tflite_detections(

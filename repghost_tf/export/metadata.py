@@ -46,8 +46,7 @@ class ModelInfo:
 @dataclasses.dataclass(frozen=True)
 class _Table:
     """A flatbuffer table: `slots` fields, of which `fields` maps the set ones to (kind, value).
-    Kinds: string, table, tables, strings, floats, uints, int8, uint8 (a union's type), uint32,
-    int32."""
+    Kinds: string, table, tables, floats, uints, int8, uint8 (a union's type), uint32, int32."""
 
     slots: int
     fields: dict
@@ -70,8 +69,6 @@ def _build(builder: flatbuffers.Builder, table: _Table) -> int:
             offsets[slot] = _build(builder, value)
         elif kind == "tables":
             offsets[slot] = _vector_of_offsets(builder, [_build(builder, t) for t in value])
-        elif kind == "strings":
-            offsets[slot] = _vector_of_offsets(builder, [builder.CreateString(s) for s in value])
         elif kind == "floats":
             offsets[slot] = builder.CreateNumpyVector(np.asarray(value, np.float32))
         elif kind == "uints":
@@ -199,7 +196,7 @@ def with_metadata(flatbuffer: bytes, metadata: bytes, files: dict[str, bytes]) -
     from tensorflow.lite.tools import flatbuffer_utils
 
     model = flatbuffer_utils.convert_bytearray_to_object(bytearray(flatbuffer))
-    entries = [m for m in model.metadata or [] if _name(m.name) != METADATA_NAME]
+    entries = [m for m in model.metadata or [] if schema_text(m.name) != METADATA_NAME]
     buffer = schema.BufferT()
     buffer.data = list(metadata)
     model.buffers.append(buffer)
@@ -220,7 +217,7 @@ def read_metadata(flatbuffer: bytes) -> bytes | None:
 
     model = flatbuffer_utils.convert_bytearray_to_object(bytearray(flatbuffer))
     for entry in model.metadata or []:
-        if _name(entry.name) == METADATA_NAME:
+        if schema_text(entry.name) == METADATA_NAME:
             return bytes(bytearray(model.buffers[entry.buffer].data))
     return None
 
@@ -234,5 +231,7 @@ def associated_files(flatbuffer: bytes) -> dict[str, bytes]:
         return {}
 
 
-def _name(value) -> str:
+def schema_text(value) -> str:
+    """A string field of the TFLite schema's object API: bytes when read from a file, str when
+    set in Python."""
     return value.decode() if isinstance(value, bytes) else str(value)
