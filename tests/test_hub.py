@@ -267,7 +267,13 @@ def test_fused_detector_predicts_the_same():
 @pytest.mark.slow
 def test_tflite_detector_reproduces_keras_hub_decoding_and_nms():
     """The file's boxes, scores and classes are those of keras-hub's decoding and NMS of the same
-    fused detector on a fixed image; builtin ops only, the NMS as NON_MAX_SUPPRESSION_V5."""
+    fused detector on a fixed image; builtin ops only, the NMS as NON_MAX_SUPPRESSION_V5.
+
+    Greedy NMS visits the boxes in score order, and the file's scores differ from Keras's by
+    float error (~1e-7): two boxes whose scores are within 1e-5 of each other may be visited in
+    either order on another CPU. The detections are compared up to the first such near-tie among
+    all candidates, which the fixed weights put after the 16th detection."""
+    keras.utils.set_random_seed(1)  # the heads' initial kernels: the near-ties depend on them
     decoder = keras_hub.layers.NonMaxSuppression(
         bounding_box_format="yxyx", from_logits=True, iou_threshold=0.5,
         confidence_threshold=0.3, max_detections=20,
@@ -289,9 +295,17 @@ def test_tflite_detector_reproduces_keras_hub_decoding_and_nms():
     ours = litert.make_interpreter(flatbuffer).get_signature_runner()(images=image)
     expected = deployed.predict(image, verbose=0)
     count = int(ours["count"][0])
-    assert count == int(expected["num_detections"][0]) > 5
-    np.testing.assert_allclose(96 * ours["boxes"][0, :count], expected["boxes"][0, :count],
+    assert count == int(expected["num_detections"][0]) == 20
+
+    # Every candidate's score (keras-hub's NMS is class-agnostic: the best class per anchor).
+    logits = np.asarray(deployed(image, training=False)["cls_logits"])[0].max(axis=-1)
+    candidates = np.sort(keras.ops.convert_to_numpy(keras.ops.sigmoid(logits)))[::-1]
+    candidates = candidates[candidates > 0.3]
+    first_tie = int(np.argmax(-np.diff(candidates) < 1e-5))
+    decided = int((expected["confidence"][0] > candidates[first_tie]).sum())
+    assert decided == 16
+    np.testing.assert_allclose(96 * ours["boxes"][0, :decided], expected["boxes"][0, :decided],
                                atol=1e-3)
-    np.testing.assert_allclose(ours["scores"][0, :count], expected["confidence"][0, :count],
-                               atol=1e-5)
-    np.testing.assert_array_equal(ours["classes"][0, :count], expected["labels"][0, :count])
+    np.testing.assert_allclose(ours["scores"][0, :decided],
+                               expected["confidence"][0, :decided], atol=1e-5)
+    np.testing.assert_array_equal(ours["classes"][0, :decided], expected["labels"][0, :decided])
