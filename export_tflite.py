@@ -19,12 +19,15 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import dataclasses  # noqa: E402
 import json  # noqa: E402
-import sys  # noqa: E402
 
 import tensorflow_datasets as tfds  # noqa: E402
-from absl import app, flags, logging  # noqa: E402
+from absl import flags, logging  # noqa: E402
 
+from repghost_tf import cli  # noqa: E402
 from repghost_tf.export import ExportError, ExportOptions, export  # noqa: E402
+
+# After repghost_tf, which imports TensorFlow with its native start-up logs filtered.
+import tensorflow as tf  # noqa: E402
 
 flags.DEFINE_string(
     "model", None,
@@ -94,9 +97,7 @@ flags.DEFINE_string(
     "project); set your own for models trained on your data.")
 
 
-def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+def main() -> None:
     tfds.disable_progress_bar()
     logging.set_verbosity(logging.WARNING)
     options = ExportOptions(**{
@@ -104,11 +105,7 @@ def main(argv: list[str]) -> None:
         for field in dataclasses.fields(ExportOptions)
         for value in [flags.FLAGS[field.name].value]
     })
-    try:
-        written = export(options)
-    except ExportError as error:
-        print(f"export_tflite.py: error: {error}", file=sys.stderr)
-        sys.exit(1)
+    written = export(options)
     print("Wrote:\n" + "\n".join(f"  {path}" for path in written))
     for path in written:
         if path.endswith(".tflite"):
@@ -126,4 +123,5 @@ def _mediapipe_task(path: str) -> str:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main, "export_tflite.py", (ExportError, tf.errors.OpError),
+            interrupted="interrupted; every file written so far is whole")

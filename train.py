@@ -14,14 +14,13 @@ that directory in --latest_file for export_tflite.py. Re-running the same comman
 from __future__ import annotations
 
 import os
-import sys
 
 # TensorFlow's C++ logs stay quiet unless the user sets a level (0 shows them all).
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from absl import app, flags, logging  # noqa: E402
+from absl import flags, logging  # noqa: E402
 
-from repghost_tf import runs  # noqa: E402
+from repghost_tf import cli, runs  # noqa: E402
 from repghost_tf.models.registry import MODELS, UnknownModelError, resolve  # noqa: E402
 from repghost_tf.training import (  # noqa: E402
     BUILTIN_DETECTION_RECIPE,
@@ -44,6 +43,9 @@ from repghost_tf.training import (  # noqa: E402
     train,
     validate,
 )
+
+# After repghost_tf, which imports TensorFlow with its native start-up logs filtered.
+import tensorflow as tf  # noqa: E402
 
 DEFAULTS = TrainConfig()
 
@@ -97,6 +99,11 @@ flags.DEFINE_integer(
 )
 flags.DEFINE_integer(
     "epochs", DEFAULTS.epochs, _recipe_help("epochs", "Total epochs of the schedule.")
+)
+flags.DEFINE_integer(
+    "min_steps", DEFAULTS.min_steps,
+    _recipe_help("min_steps", "More epochs where the recipe's would make fewer optimizer steps "
+                 "(a small dataset); not applied when --epochs is given."),
 )
 flags.DEFINE_integer(
     "steps_per_epoch", DEFAULTS.steps_per_epoch,
@@ -272,19 +279,16 @@ def config_from_flags() -> TrainConfig:
             defaults = recipe(source.dataset, qat=True)
         if source and "image_size" not in given:
             given["image_size"] = source.image_size
+    if "epochs" in given:
+        defaults.pop("min_steps", None)  # a schedule given is the schedule run
     return TrainConfig(**{**defaults, **given})
 
 
-def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        sys.exit(f"train.py: error: unexpected arguments: {' '.join(argv[1:])}")
+def main() -> None:
     logging.set_verbosity(logging.WARNING)  # TFDS logs every file it opens at INFO.
-    try:
-        config = config_from_flags()
-        validate(config)
-        train(config)
-    except (ConfigError, TrainingDiverged) as error:
-        sys.exit(f"train.py: error: {error}")
+    config = config_from_flags()
+    validate(config)
+    train(config)
     print(f"Next, for phones: {export_command(config)}")
 
 
@@ -297,4 +301,7 @@ def export_command(config: TrainConfig) -> str:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main, "train.py",
+            (ConfigError, TrainingDiverged, runs.RunDirectoryBusy, tf.errors.OpError),
+            interrupted="interrupted; run the same command again to resume after the last "
+                        "finished epoch")

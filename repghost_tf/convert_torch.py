@@ -15,11 +15,11 @@ as a program, so that importing it registers no absl flags in the importing prog
 from __future__ import annotations
 
 import os
-import sys
 from typing import NoReturn
 
 from absl import app, flags
 
+from repghost_tf import cli
 from repghost_tf.atomic_files import save_model
 from repghost_tf.fusion import is_fused
 from repghost_tf.models.ghostnet import REPGHOSTNET_WIDTHS
@@ -105,8 +105,7 @@ def _model_name(flag_values: flags.FlagValues) -> str:
 
 
 def _fail(message: str) -> NoReturn:
-    """Exits with status 1 and the message on one line of stderr, without a traceback."""
-    sys.exit(f"convert_torch: error: {' '.join(message.split())}")
+    cli.fail("convert_torch", message)
 
 
 if __name__ == "__main__":

@@ -3,8 +3,9 @@
 Usage: python -m repghost_tf.count --model=repghostnet_050 [--deploy] [--image_size=224]
 """
 
-from absl import app, flags
+from absl import flags
 
+from repghost_tf import cli
 from repghost_tf.fusion import fuse
 from repghost_tf.models.counting import profile
 from repghost_tf.models.registry import MODELS, create_model
@@ -15,9 +16,7 @@ flags.DEFINE_integer("image_size", 224, "Square input size.", lower_bound=32)
 FLAGS = flags.FLAGS
 
 
-def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+def main() -> None:
     model = create_model(FLAGS.model)
     if FLAGS.deploy:
         model = fuse(model)
@@ -27,4 +26,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main, "repghost_tf.count")

@@ -2,23 +2,27 @@
 
     runs/LATEST                  path of the newest finished run
     runs/<model>/best.keras      EMA weights of the best validation epoch (training form)
-                 deploy.keras    best.keras fused (a QAT run: finalized for int8): the model to export
+                 deploy.keras    best.keras fused (QAT: finalized for int8): the model to export
                  last.keras      EMA weights of the last epoch; last_raw.keras: raw weights
                  summary.json    `RunSummary`
                  checkpoints/    per-epoch training state (repghost_tf.training.checkpoints)
                  logs/           TensorBoard
 
-Every file is written atomically (`repghost_tf.atomic_files`).
+Every file is written atomically (`repghost_tf.atomic_files`), and one run at a time writes to a
+run directory (`hold`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import json
 import os
 import zipfile
+from typing import Iterator
 
-from repghost_tf.atomic_files import write_json, write_text
+from repghost_tf.atomic_files import check_target, write_json, write_text
 
 BEST_MODEL = "best.keras"
 DEPLOY_MODEL = "deploy.keras"
@@ -33,6 +37,35 @@ LATEST = "LATEST"
 
 class RunError(ValueError):
     """A run directory that cannot be read as asked; the message (one line) says why."""
+
+
+class RunDirectoryBusy(RuntimeError):
+    """Another process is running in the run directory."""
+
+
+@contextlib.contextmanager
+def hold(run_dir: str) -> Iterator[None]:
+    """Holds `run_dir` for one run's life: an advisory lock on the folder itself, so that a
+    second run on it refuses in one line instead of mixing its files with the first's. The
+    kernel drops the lock when the process ends, however it ends, so a killed run leaves none
+    behind. A folder made here and left empty (the run failed before writing) is removed."""
+    check_target(run_dir, folder=True)
+    made = not os.path.isdir(run_dir)
+    os.makedirs(run_dir, exist_ok=True)
+    descriptor = os.open(run_dir, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunDirectoryBusy(
+                f"{run_dir} is in use by another training run; wait for it to end or give "
+                "another --output_dir"
+            ) from None
+        yield
+    finally:
+        os.close(descriptor)
+        if made and not os.listdir(run_dir):
+            os.rmdir(run_dir)
 
 
 @dataclasses.dataclass

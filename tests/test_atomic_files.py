@@ -49,9 +49,29 @@ def test_a_folder_replaces_the_previous_one_whole(tmp_path):
                 file.write(contents)
         return write
 
-    atomic_files.write_atomically(target, write_folder("first"))
-    atomic_files.write_atomically(target, write_folder("second"))
+    atomic_files.write_atomically(target, write_folder("first"), folder=True)
+    atomic_files.write_atomically(target, write_folder("second"), folder=True)
     assert os.listdir(target) == ["ckpt"] and (target / "ckpt").read_text() == "second"
+
+
+def test_a_file_never_replaces_a_folder_nor_a_folder_a_file(tmp_path):
+    """`--output existing_folder` once deleted the folder with everything in it."""
+    folder, file = tmp_path / "mine", tmp_path / "notes.txt"
+    folder.mkdir()
+    (folder / "photo.jpg").write_bytes(b"jpeg")
+    file.write_text("notes")
+    with pytest.raises(atomic_files.OccupiedPathError, match="is a folder"):
+        atomic_files.write_bytes(folder, b"model")
+    with pytest.raises(atomic_files.OccupiedPathError, match="is a file"):
+        atomic_files.write_atomically(file, os.makedirs, folder=True)
+    assert (folder / "photo.jpg").read_bytes() == b"jpeg" and file.read_text() == "notes"
+    assert sorted(os.listdir(tmp_path)) == ["mine", "notes.txt"]
+
+
+def test_a_write_of_the_wrong_kind_is_not_published(tmp_path):
+    with pytest.raises(atomic_files.OccupiedPathError, match="not a file"):
+        atomic_files.write_atomically(tmp_path / "model.keras", os.makedirs)
+    assert os.listdir(tmp_path) == []
 
 
 def test_unpublished_writes_leave_nothing(tmp_path):

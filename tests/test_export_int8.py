@@ -19,6 +19,7 @@ import pytest
 from repghost_tf import data, litert
 from repghost_tf.export import pipeline
 from repghost_tf.training import QAT_RECIPE, train, validate
+from repghost_tf.training.checkpoints import Checkpoints
 
 from conftest import TINY, TINY_RUN_GROUP  # noqa: E402
 from helpers import (
@@ -40,12 +41,13 @@ def runs(tiny_run) -> pathlib.Path:
 
 
 def _export(runs, tiny_data_dir) -> dict[str, dict]:
-    """`export_tflite.py --quantize none,float16,int8` on the latest run, calibrated on the train
-    split and verified on the whole held-out test split; returns the reports written, by file
-    name."""
+    """`export_tflite.py --quantize none,float16,dynamic,int8` on the latest run, calibrated on
+    the train split and verified on the whole held-out test split; returns the reports written,
+    by file name."""
     options = pipeline.ExportOptions(
-        runs_dir=str(runs), quantize=("none", "float16", "int8"), image_size=IMAGE_SIZE,
-        calibration_dataset=TINY, eval_dataset=TINY, eval_examples=0, data_dir=tiny_data_dir,
+        runs_dir=str(runs), quantize=("none", "float16", "dynamic", "int8"),
+        image_size=IMAGE_SIZE, calibration_dataset=TINY, eval_dataset=TINY, eval_examples=0,
+        data_dir=tiny_data_dir,
     )
     written = pipeline.export(options, log=print)
     return {
@@ -107,6 +109,8 @@ def test_export_writes_next_to_latest_run_and_overwrites_cleanly(runs, tiny_data
         "repghostnet_050_float32_labels.txt",
         "repghostnet_050_float16.tflite", "repghostnet_050_float16.json",
         "repghostnet_050_float16_labels.txt",
+        "repghostnet_050_dynamic.tflite", "repghostnet_050_dynamic.json",
+        "repghostnet_050_dynamic_labels.txt",
         "repghostnet_050_int8.tflite", "repghostnet_050_int8.json",
         "repghostnet_050_int8_labels.txt",
     ])
@@ -199,7 +203,7 @@ def test_qat_beats_post_training_int8(qat_reports, reports):
     assert abs(qat_check["accuracy_drop_points"]) <= 0.25
 
 
-@pytest.mark.parametrize("quantize", ["float32", "float16", "int8"])
+@pytest.mark.parametrize("quantize", ["float32", "float16", "dynamic", "int8"])
 def test_mediapipe_image_classifier_returns_our_scores_and_labels(reports, runs, quantize,
                                                                  tiny_data_dir):
     """MediaPipe Tasks' ImageClassifier, as an app loads the file (its metadata: input,
@@ -233,15 +237,16 @@ def test_qat_command_line_resumes_after_a_kill_and_exports(runs, tiny_data_dir, 
     environment = user_environment(PYTHONPATH=str(root))
     process = subprocess.Popen(command, cwd=project, env=environment,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    state_file = project / "runs" / "repghostnet_050_qat" / "checkpoints" / "state.json"
+    checkpoints = Checkpoints(str(project / "runs" / "repghostnet_050_qat" / "checkpoints"),
+                              is_chief=True)
     deadline = time.time() + 400
-    while not state_file.exists() and time.time() < deadline:
+    while checkpoints.state() is None and time.time() < deadline:
         assert process.poll() is None, "the run ended before its first checkpoint"
         time.sleep(0.2)
     assert process.poll() is None, "the run finished before it could be killed"
     process.send_signal(signal.SIGKILL)
     process.wait()
-    killed_at = json.loads(state_file.read_text())
+    killed_at = checkpoints.state()
     assert killed_at["epoch"] < 3
 
     for _ in range(2):  # resume; then again, when LATEST names the QAT run
@@ -249,7 +254,7 @@ def test_qat_command_line_resumes_after_a_kill_and_exports(runs, tiny_data_dir, 
                                 text=True, timeout=600)
         assert result.returncode == 0, result.stderr[-3000:]
         assert "Resuming" in result.stdout
-        assert json.loads(state_file.read_text())["step"] == 3 * 6
+        assert checkpoints.state()["step"] == 3 * 6
     assert (project / "runs" / "LATEST").read_text().strip().endswith("repghostnet_050_qat")
 
     result = subprocess.run(

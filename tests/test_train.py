@@ -21,6 +21,7 @@ import tensorflow_datasets as tfds
 
 from repghost_tf import data
 from repghost_tf.training import ConfigError, TrainConfig, TrainingDiverged, train, validate
+from repghost_tf.training.checkpoints import Checkpoints
 
 from conftest import TINY, TINY_RUN, TINY_RUN_GROUP  # noqa: E402
 from helpers import native_log_lines, user_environment
@@ -45,9 +46,9 @@ def _env(**extra) -> dict:
     return user_environment(PYTHONPATH=ROOT, **extra)
 
 
-def _state(output_dir: str) -> dict:
-    with open(os.path.join(output_dir, "checkpoints", "state.json")) as file:
-        return json.load(file)
+def _state(output_dir: str) -> dict | None:
+    """The state of the run's newest checkpoint; None before the first."""
+    return Checkpoints(os.path.join(output_dir, "checkpoints"), is_chief=True).state()
 
 
 def _summary(output_dir: str) -> dict:
@@ -178,9 +179,8 @@ def test_killed_run_resumes_with_the_same_number_of_steps(tmp_path, tiny_data_di
     command = _train_command(output_dir, tiny_data_dir, epochs=3, steps_per_epoch=6)
     process = subprocess.Popen(command, env=_env(), stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
-    state_file = os.path.join(output_dir, "checkpoints", "state.json")
     deadline = time.time() + 400
-    while not os.path.exists(state_file) and time.time() < deadline:
+    while _state(output_dir) is None and time.time() < deadline:
         assert process.poll() is None, "the run ended before its first checkpoint"
         time.sleep(0.2)
     assert process.poll() is None, "the run finished before it could be killed"

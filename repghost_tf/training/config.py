@@ -22,11 +22,12 @@ BUILTIN_RECIPE = dict(
     color_jitter=0.0, random_erasing=0.0, label_smoothing=0.0, dropout=0.0,
 )
 # Quantization-aware fine-tuning of a trained float model (`qat`): a short, low learning-rate
-# schedule without warm-up, weight decay, label smoothing or weight EMA (the EMA would average the
-# activation ranges' state too), distilled from the float model.
+# schedule (3 epochs, and at least 100 steps on a small dataset: docs/finetuning.md) without
+# warm-up, weight decay, label smoothing or weight EMA (the EMA would average the activation
+# ranges' state too), distilled from the float model.
 QAT_RECIPE = dict(
-    epochs=3, warmup_epochs=0.0, base_lr=0.005, min_lr=0.0, weight_decay=0.0, ema_decay=0.0,
-    label_smoothing=0.0, randaugment=False,
+    epochs=3, min_steps=100, warmup_epochs=0.0, base_lr=0.005, min_lr=0.0, weight_decay=0.0,
+    ema_decay=0.0, label_smoothing=0.0, randaugment=False,
 )
 # Fine-tuning a pretrained classifier (`init_from`) on a dataset of its own classes; the numbers
 # behind these values are in docs/finetuning.md.
@@ -64,6 +65,8 @@ class TrainConfig:
     image_size: int = 224
     batch_size: int = 128
     epochs: int = 300
+    # More epochs where `epochs` would make fewer steps than this (a small dataset).
+    min_steps: int = 0
     steps_per_epoch: int = 0
     base_lr: float = 0.6
     warmup_epochs: float = 5.0
@@ -158,7 +161,8 @@ def qat_source(init_from: str | None, latest_file: str) -> str:
     if init_from:
         path = runs.model_to_export(init_from) if os.path.isdir(init_from) else init_from
         if not path or not os.path.isfile(path):
-            raise ConfigError(f"--init_from={init_from} is neither a .keras file nor a run directory")
+            raise ConfigError(
+                f"--init_from={init_from} is neither a .keras file nor a run directory")
         return path
     hint = "train a float model first (python train.py --width=0.5) or pass --init_from=PATH"
     try:
@@ -231,6 +235,8 @@ def validate(config: TrainConfig) -> None:
         raise ConfigError(f"--min_crop_scale must be in (0, 1], got {config.min_crop_scale}.")
     if config.warmup_epochs < 0:
         raise ConfigError(f"--warmup_epochs must be 0 or more, got {config.warmup_epochs}.")
+    if config.min_steps < 0:
+        raise ConfigError(f"--min_steps must be 0 or more, got {config.min_steps}.")
     positive = ("batch_size", "epochs", "base_lr")
     for name in positive:
         if getattr(config, name) <= 0:

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -18,7 +19,7 @@ import tensorflow as tf
 from repghost_tf import data, runs
 from repghost_tf.atomic_files import save_model
 from repghost_tf.training import config as configuration
-from repghost_tf.training.checkpoints import Checkpoints
+from repghost_tf.training.checkpoints import Checkpoints, CheckpointsUnreadable
 from repghost_tf.training.config import ConfigError, TrainConfig, TrainingDiverged
 from repghost_tf.training.distribute import is_chief, make_strategy
 from repghost_tf.training.tasks import Task, task_of
@@ -132,23 +133,43 @@ def train(config: TrainConfig) -> runs.RunSummary:
     ConfigError when the data or the checkpoints do not fit the configuration.
     """
     strategy = make_strategy(config.strategy, config.tpu, config.logical_cpus)
-    keras.utils.set_random_seed(config.seed)
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
     keras.config.set_dtype_policy(config.dtype)
-    task = task_of(config)
-    splits = _splits(config)
-    run = _build_run(config, task, strategy, splits)
-    initial_epoch = _resume(run)
-    validation_steps = _validation_steps(run, splits)
-    if initial_epoch < config.epochs:
-        if run.chief:
-            _announce(run, strategy, splits, initial_epoch, validation_steps)
-        _fit(run, strategy, splits, initial_epoch, validation_steps)
-    summary = _finish(run, splits)
+    owner = runs.hold(config.resolved_output_dir()) if is_chief(strategy) else None
+    with owner or contextlib.nullcontext():
+        # Seeded after the dataset is prepared: generating it the first time draws random
+        # numbers, and the first run would start from other weights than the later ones.
+        splits = _splits(config)
+        keras.utils.set_random_seed(config.seed)
+        config, steps_per_epoch = _sized(config, strategy, splits)
+        run = _build_run(config, task_of(config), strategy, splits, steps_per_epoch)
+        initial_epoch = _resume(run)
+        validation_steps = _validation_steps(run, splits)
+        if initial_epoch < config.epochs:
+            if run.chief:
+                _announce(run, strategy, splits, initial_epoch, validation_steps)
+            _fit(run, strategy, splits, initial_epoch, validation_steps)
+        summary = _finish(run, splits)
     # Every worker prints it: multi-worker runs compare them.
     print(f"final weights sha256: {summary.trainable_weights_sha256}", flush=True)
     return summary
+
+
+def _sized(
+    config: TrainConfig, strategy: tf.distribute.Strategy, splits: _Splits
+) -> tuple[TrainConfig, int]:
+    """The steps per epoch, and the configuration with as many epochs as --min_steps needs."""
+    global_batch = config.batch_size * strategy.num_replicas_in_sync
+    steps_per_epoch = config.steps_per_epoch or splits.train_examples // global_batch
+    if steps_per_epoch < 1:
+        raise ConfigError(
+            f"{splits.train_examples} training images make no batch of {global_batch}; "
+            "lower --batch_size."
+        )
+    if steps_per_epoch * config.epochs < config.min_steps:
+        config = dataclasses.replace(config, epochs=-(-config.min_steps // steps_per_epoch))
+    return config, steps_per_epoch
 
 
 def _splits(config: TrainConfig) -> _Splits:
@@ -166,16 +187,11 @@ def _splits(config: TrainConfig) -> _Splits:
 
 
 def _build_run(
-    config: TrainConfig, task: Task, strategy: tf.distribute.Strategy, splits: _Splits
+    config: TrainConfig, task: Task, strategy: tf.distribute.Strategy, splits: _Splits,
+    steps_per_epoch: int,
 ) -> _Run:
     """The networks, optimizer, schedule and checkpoints of a fresh run."""
     global_batch = config.batch_size * strategy.num_replicas_in_sync
-    steps_per_epoch = config.steps_per_epoch or splits.train_examples // global_batch
-    if steps_per_epoch < 1:
-        raise ConfigError(
-            f"{splits.train_examples} training images make no batch of {global_batch}; "
-            "lower --batch_size."
-        )
     schedule = WarmupCosine(
         config.base_lr * global_batch / configuration.LR_REFERENCE_BATCH,
         total_steps=steps_per_epoch * config.epochs,
@@ -225,11 +241,15 @@ def _resume(run: _Run) -> int:
     if run.config.resume is False:
         run.checkpoints.clear()
         return 0
+    run.checkpoints.remove_unfinished()
     if run.checkpoints.state() is None:
         if run.config.resume:
             raise ConfigError(f"--resume: {run.output_dir} has no checkpoint to resume from.")
         return 0
-    state = run.checkpoints.restore()
+    try:
+        state = run.checkpoints.restore()
+    except CheckpointsUnreadable as error:
+        raise ConfigError(str(error)) from error
     # "best_top1": checkpoints of classification runs written before detection came.
     run.best_score = state.get("best_score", state.get("best_top1"))
     run.best_epoch = state["best_epoch"]
@@ -254,13 +274,21 @@ def _announce(run, strategy, splits: _Splits, initial_epoch: int, validation_ste
         f"images, {splits.classes} classes) with {type(strategy).__name__} "
         f"x{strategy.num_replicas_in_sync}: global batch {run.global_batch}, peak lr "
         f"{run.schedule.peak_lr:.4g}, {run.steps_per_epoch} steps/epoch, epochs "
-        f"{initial_epoch + 1}-{config.epochs}, dtype {config.dtype}{_warmup_note(config)}.",
+        f"{initial_epoch + 1}-{config.epochs}{_min_steps_note(config, run.steps_per_epoch)}, "
+        f"dtype {config.dtype}{_warmup_note(config)}.",
         flush=True,
     )
     if validation_steps is not None:
         print(f"Validating on {validation_steps * run.global_batch} of the "
               f"{splits.validation_examples} {splits.validation} images (whole global batches).",
               flush=True)
+
+
+def _min_steps_note(config: TrainConfig, steps_per_epoch: int) -> str:
+    """Says so when --min_steps decided the epochs (a small dataset)."""
+    if (config.epochs - 1) * steps_per_epoch >= config.min_steps:
+        return ""
+    return f" (as many as --min_steps={config.min_steps} steps take)"
 
 
 def _warmup_note(config: TrainConfig) -> str:
