@@ -26,13 +26,13 @@ import re
 import shlex
 import shutil
 import subprocess
-import sys
 from typing import TYPE_CHECKING, Callable, Sequence
 
-from absl import app, flags
+from absl import flags
 
 from benchmark import common_flags, results_io
 from benchmark.results_io import Result
+from repghost_tf import cli
 
 if TYPE_CHECKING:
     from benchmark.export import Exported
@@ -367,15 +367,7 @@ def run_on_device(
     return results
 
 
-def main(argv: list[str]) -> None:
-    del argv
-    try:
-        _main()
-    except (DeviceError, common_flags.FlagError) as error:
-        sys.exit(f"error: {error}")
-
-
-def _main() -> None:
+def main() -> None:
     binary = _BENCHMARK_MODEL.value
     if not binary:
         raise DeviceError("pass --benchmark_model=PATH, the Android benchmark_model binary "
@@ -422,4 +414,4 @@ def _main() -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main, "benchmark.device", (DeviceError, common_flags.FlagError))

@@ -37,7 +37,13 @@ def run(
                 raise
             fail(program, describe(error))
 
-    app.run(checked)
+    def parse(argv: list[str]) -> list[str]:
+        try:
+            return flags.FLAGS(argv)
+        except flags.Error as error:  # absl's own report takes two lines and a usage hint
+            fail(program, f"{error} (--helpshort lists the flags)")
+
+    app.run(checked, flags_parser=parse)
 
 
 def describe(error: BaseException) -> str:

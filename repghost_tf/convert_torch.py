@@ -81,6 +81,8 @@ def main(argv: list[str], flag_values: flags.FlagValues = FLAGS) -> None:
         _fail(f"--output must be a .keras file, got {output}")
     if not os.path.isdir(os.path.dirname(os.path.abspath(output))):
         _fail(f"the directory of --output does not exist: {output}")
+    if os.path.isdir(output):
+        _fail(f"--output={output} is a folder; an output file does not replace it")
     try:
         state_dict, origin = read_checkpoint(argv[1], ema=flag_values.ema)
         model = convert_checkpoint(

@@ -92,10 +92,13 @@ def load_state_dict(model: keras.Model, state_dict: Mapping[str, np.ndarray]) ->
         for variable, name in zip(layer.weights, _torch_names(layer)):
             if name not in remaining:
                 raise WeightMismatchError(f"missing tensor '{name}' for {model.name}")
-            value = _torch_to_keras(layer, name, np.asarray(remaining.pop(name)))
+            tensor = np.asarray(remaining.pop(name))
+            # A tensor of the wrong rank does not even transpose to the Keras layout.
+            value = (_torch_to_keras(layer, name, tensor)
+                     if tensor.ndim == len(variable.shape) else tensor)
             if tuple(value.shape) != tuple(variable.shape):
                 raise WeightMismatchError(
-                    f"tensor '{name}' has shape {tuple(state_dict[name].shape)}, which does not fit "
+                    f"tensor '{name}' has shape {tuple(tensor.shape)}, which does not fit "
                     f"{model.name} (Keras shape {tuple(variable.shape)})"
                 )
             assignments.append((variable, value))

@@ -263,18 +263,20 @@ def test_cli_errors_are_one_line_with_non_zero_exit(tmp_path, fake_adb):
     binary = tmp_path / "benchmark_model"
     binary.write_bytes(b"\x7fELF")
     cases = [
-        ((), "error: pass --benchmark_model=PATH"),
-        ((f"--benchmark_model={tmp_path / 'nope'}",), "error: benchmark_model binary not found"),
-        ((f"--benchmark_model={binary}", "--adb=/nonexistent/adb"), "error: adb not found"),
-        ((f"--benchmark_model={binary}", "--models=resnet_050"), "error: unknown model 'resnet_050'"),
+        ((), "pass --benchmark_model=PATH"),
+        ((f"--benchmark_model={tmp_path / 'nope'}",), "benchmark_model binary not found"),
+        ((f"--benchmark_model={binary}", "--adb=/nonexistent/adb"), "adb not found"),
+        ((f"--benchmark_model={binary}", "--models=resnet_050"), "unknown model 'resnet_050'"),
     ]
     for args, message in cases:
         completed = _cli(*args)
         assert completed.returncode == 1, completed.stderr
-        assert completed.stderr.strip().splitlines()[-1].startswith(message), completed.stderr
+        last = completed.stderr.strip().splitlines()[-1]
+        assert last.startswith(f"benchmark.device: error: {message}"), completed.stderr
     completed = _cli(f"--benchmark_model={binary}", env={"FAKE_ADB_DEVICES": ""})
     assert completed.returncode == 1
-    assert completed.stderr.strip().splitlines()[-1].startswith("error: no Android device attached")
+    assert completed.stderr.strip().splitlines()[-1].startswith(
+        "benchmark.device: error: no Android device attached")
 
 
 def test_device_results_use_the_shared_schema(tmp_path):

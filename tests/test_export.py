@@ -1,6 +1,7 @@
 """TFLite export: float parity with Keras, builtin ops only, quantized input types, atomic files,
 and the export pipeline's refusals (one line, nothing written)."""
 
+import errno
 import json
 import os
 import subprocess
@@ -258,6 +259,20 @@ def test_export_builds_a_model_name_with_random_weights(tmp_path):
     ops = tflite.op_histogram(tmp_path / "g_ghost_regnetx_002_float32.tflite")
     assert ops == report["model"]["op_histogram"] and "CONV_2D" in ops
     assert not any(name.startswith("Flex") for name in ops)
+
+
+def test_a_full_disk_leaves_no_file_without_its_model(tmp_path, monkeypatch):
+    """The report's write fails as on a full filesystem: the model written before it goes too."""
+    def full(path, value, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(pipeline, "write_json", full)
+    options = pipeline.ExportOptions(
+        model="g_ghost_regnetx_002", image_size=64, verify=False, output_dir=str(tmp_path)
+    )
+    with pytest.raises(OSError, match="No space left"):
+        pipeline.export(options, log=lambda line: None)
+    assert os.listdir(tmp_path) == []
 
 
 @pytest.mark.parametrize("problem", ["missing", "corrupt", "no_run", "unknown_name"])

@@ -14,7 +14,13 @@ import os
 from typing import Callable
 
 from repghost_tf import data, runs
-from repghost_tf.atomic_files import write_bytes, write_json, write_text
+from repghost_tf.atomic_files import (
+    OccupiedPathError,
+    check_target,
+    write_bytes,
+    write_json,
+    write_text,
+)
 from repghost_tf.export import metadata
 from repghost_tf.export.report import describe, format_report, preprocessing_info
 from repghost_tf.export.tasks import ExportTask, deploy_form, load_model, task_for
@@ -77,6 +83,10 @@ def export(options: ExportOptions, log: Callable[[str], None] = print) -> list[s
         os.path.dirname(os.path.abspath(model_path)) if model_path else _RANDOM_MODEL_DIR
     )
     try:
+        check_target(output_dir, folder=True)
+    except OccupiedPathError as error:
+        raise ExportError(f"--output_dir: {error}") from error
+    try:
         task.prepare(int8="int8" in options.quantize)
         results = []
         for quantize in dict.fromkeys(options.quantize):
@@ -123,20 +133,29 @@ def _report(task: ExportTask, quantize: str, io_type: str, flatbuffer: bytes) ->
 
 def _write(output_dir: str, stem: str, flatbuffer: bytes, report: dict, task: ExportTask,
            log: Callable[[str], None]) -> list[str]:
-    """Writes the model, its labels and its report, each atomically; returns their paths."""
+    """Writes the model, its labels and its report, each atomically; returns their paths. When
+    one of them fails (a full disk), the others written here are removed: no file goes without
+    its model."""
     model_path = os.path.join(output_dir, f"{stem}.tflite")
+    labels_path = os.path.join(output_dir, f"{stem}_labels.txt")
+    report_path = os.path.join(output_dir, f"{stem}.json")
     report["file"] = os.path.basename(model_path)
-    written = [model_path]
     labels = task.class_names
     if labels:
-        labels_path = os.path.join(output_dir, f"{stem}_labels.txt")
-        write_text(labels_path, "\n".join(labels) + "\n")
         report["labels_file"] = os.path.basename(labels_path)
-        written.append(labels_path)
-    write_bytes(model_path, flatbuffer)
-    report_path = os.path.join(output_dir, f"{stem}.json")
-    write_json(report_path, report)
-    written.append(report_path)
+    written: list[str] = []
+    try:
+        write_bytes(model_path, flatbuffer)
+        written.append(model_path)
+        if labels:
+            write_text(labels_path, "\n".join(labels) + "\n")
+            written.append(labels_path)
+        write_json(report_path, report)
+        written.append(report_path)
+    except BaseException:
+        for path in written:
+            os.remove(path)
+        raise
     check = report.get("verification")
     log(format_report(report, task.verification_lines(check) if check else []))
     return written

@@ -7,6 +7,7 @@ import json
 import os
 
 from repghost_tf import data, runs
+from repghost_tf.atomic_files import OccupiedPathError, check_target
 from repghost_tf.models.registry import MODELS, UnknownModelError, resolve
 from repghost_tf.training.distribute import tf_config_workers
 
@@ -233,18 +234,33 @@ def validate(config: TrainConfig) -> None:
         raise ConfigError(f"--ema_decay must be in [0, 1), got {config.ema_decay}.")
     if not 0 < config.min_crop_scale <= 1:
         raise ConfigError(f"--min_crop_scale must be in (0, 1], got {config.min_crop_scale}.")
-    if config.warmup_epochs < 0:
-        raise ConfigError(f"--warmup_epochs must be 0 or more, got {config.warmup_epochs}.")
-    if config.min_steps < 0:
-        raise ConfigError(f"--min_steps must be 0 or more, got {config.min_steps}.")
-    positive = ("batch_size", "epochs", "base_lr")
-    for name in positive:
+    for name in ("warmup_epochs", "min_steps", "steps_per_epoch", "seed", "logical_cpus",
+                 "weight_decay", "warmup_lr", "min_lr"):
+        if getattr(config, name) < 0:
+            raise ConfigError(f"--{name} must be 0 or more, got {getattr(config, name)}.")
+    for name in ("batch_size", "epochs", "base_lr", "shuffle_buffer"):
         if getattr(config, name) <= 0:
             raise ConfigError(f"--{name} must be positive, got {getattr(config, name)}.")
+    for name in ("label_smoothing", "dropout"):
+        if not 0 <= getattr(config, name) < 1:
+            raise ConfigError(f"--{name} must be in [0, 1), got {getattr(config, name)}.")
+    _validate_outputs(config)
     try:
         data.check_dataset(config.dataset, config.data_dir, config.manual_dir, config.task)
     except data.DatasetError as error:
         raise ConfigError(str(error)) from error
+
+
+def _validate_outputs(config: TrainConfig) -> None:
+    """The run directory and the latest-run file must not be occupied by the other kind of
+    thing: a run never replaces what is not its own."""
+    for flag, path, folder in (("output_dir", config.resolved_output_dir(), True),
+                               ("latest_file", config.latest_file, False)):
+        try:
+            if path:
+                check_target(path, folder)
+        except OccupiedPathError as error:
+            raise ConfigError(f"--{flag}: {error}.") from error
 
 
 def backbone_source(init_from: str) -> str:

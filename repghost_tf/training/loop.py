@@ -304,12 +304,17 @@ def _fit(run: _Run, strategy, splits: _Splits, initial_epoch: int, validation_st
     config, global_batch = run.config, run.global_batch
 
     def train_input(context: tf.distribute.InputContext) -> tf.data.Dataset:
-        return run.task.dataset(
+        dataset = run.task.dataset(
             splits.train, training=True,
             batch_size=context.get_per_replica_batch_size(global_batch), input_context=context,
-            shuffle_buffer=config.shuffle_buffer, seed=config.seed + initial_epoch,
-            deterministic=config.deterministic,
+            shuffle_buffer=config.shuffle_buffer, deterministic=config.deterministic,
+            seed=config.seed if config.deterministic else config.seed + initial_epoch,
         )
+        if config.deterministic and initial_epoch:
+            # A resumed run replays the finished epochs' batches (input work, no training) and
+            # goes on with those an uninterrupted run would draw: the same final weights.
+            dataset = dataset.skip(initial_epoch * run.steps_per_epoch)
+        return dataset
 
     def validation_input(context: tf.distribute.InputContext) -> tf.data.Dataset:
         return run.task.dataset(
