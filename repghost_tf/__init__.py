@@ -25,14 +25,15 @@ from repghost_tf.torch_weights import (  # noqa: E402
 def _register_keras_hub_classes() -> None:
     """Imports our keras-hub classes where keras-hub is installed, so that any .keras file of this
     project loads after `import repghost_tf`. grain, which keras-hub imports, logs a warning
-    through absl when JAX is missing: held to TF_CPP_MIN_LOG_LEVEL like TensorFlow's own."""
+    through absl when JAX (which this project does not use) is missing: shown only where
+    TF_CPP_MIN_LOG_LEVEL=0 asks for every log line."""
     import logging
 
     from repghost_tf import native_logs
 
     absl_logger = logging.getLogger("absl")
     level = absl_logger.level
-    if native_logs.min_log_level() >= 2:
+    if native_logs.min_log_level() >= 1:
         absl_logger.setLevel(logging.ERROR)
     try:
         import repghost_tf.detection.detector  # noqa: F401 (also imports repghost_tf.hub)

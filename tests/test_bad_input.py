@@ -33,7 +33,8 @@ PROGRAMS = {
 }
 TRAIN = ["--width=0.5", f"--dataset={TINY}", "--data_dir={data}", "--output_dir={tmp}/run",
          "--latest_file={tmp}/LATEST", "--epochs=1", "--steps_per_epoch=1", "--verbose=0"]
-EXPORT = ["--width=0.5", "--image_size=48", f"--calibration_dataset={TINY}", "--data_dir={data}",
+EXPORT = ["--width=0.5", "--image_size=48", "--quantize=int8", f"--calibration_dataset={TINY}",
+          f"--eval_dataset={TINY}", "--eval_examples=10", "--data_dir={data}",
           "--output_dir={tmp}/out"]
 
 
@@ -99,14 +100,15 @@ CASES = [
     ("train.py", ["--init_from={tmp}/deep.keras"], r"deep\.keras|nested too deeply"),
     ("train.py", ["--qat", "--init_from={tmp}/dense.keras"], r"dense\.keras"),
     ("train.py", ["--freeze_backbone"], r"give --init_from"),
-    ("train.py", ["--task=detection", "--qat"], r"--qat trains classifiers only"),
+    ("train.py", ["--task=detection", "--qat", "--init_from={tmp}/dense.keras"],
+     r"--qat trains classifiers only"),
     ("train.py", ["--task=segmentation"], r"flag --task=segmentation: value should be one of"),
     ("export_tflite.py", ["stray"], r"unexpected arguments: stray"),
     ("export_tflite.py", ["--quantize=int4"], r"int4"),
     ("export_tflite.py", ["--io_type=int4"], r"flag --io_type=int4: value should be one of"),
-    ("export_tflite.py", ["--num_threads=0"], r"flag --num_threads=0: .*at least 1"),
+    ("export_tflite.py", ["--num_threads=0"], r"flag --num_threads=0: 0 is not a positive"),
     ("export_tflite.py", ["--width=0.7"], r"0\.7"),
-    ("export_tflite.py", ["--model={tmp}/dense.keras"], r"dense\.keras|input"),
+    ("export_tflite.py", ["--model={tmp}/dense.keras"], r"not an image model"),
     ("export_tflite.py", ["--model={tmp}/missing.keras"], r"missing\.keras"),
     ("export_tflite.py", ["--model={tmp}/notzip.keras"], r"notzip\.keras"),
     ("export_tflite.py", ["--model={tmp}/lambda.keras"], r"Lambda|lambda\.keras"),
@@ -129,13 +131,15 @@ CASES = [
     ("convert_torch", ["{tmp}/flat.pth", "--width=0.7"], r"--width must be one of"),
     ("repghost_tf.count", ["stray"], r"unexpected arguments: stray"),
     ("repghost_tf.count", ["--model=resnet50"], r"flag --model=resnet50: value should be one of"),
-    ("repghost_tf.count", ["--image_size=8"], r"flag --image_size=8: .*at least 32"),
+    ("repghost_tf.count", ["--image_size=8"], r"flag --image_size=8: .*32"),
     ("benchmark.device", ["stray"], r"unexpected arguments: stray"),
-    ("benchmark.device", ["--adb={tmp}/no_adb"], r"no_adb|benchmark_model"),
-    ("benchmark.device", ["--threads=x"], r"--threads must be integers|benchmark_model"),
+    ("benchmark.device", ["--benchmark_model={tmp}/missing"], r"binary not found"),
+    ("benchmark.device", ["--adb={tmp}/no_adb"], r"adb not found"),
+    ("benchmark.device", ["--threads=x"], r"--threads must be integers"),
 ]
 DEFAULTS = {"train.py": TRAIN, "export_tflite.py": EXPORT,
-            "convert_torch": ["--width=0.5", "--output={tmp}/out.keras"]}
+            "convert_torch": ["--width=0.5", "--output={tmp}/out.keras"],
+            "benchmark.device": ["--benchmark_model={tmp}/notes.txt"]}
 
 
 def _tree(folder: str) -> dict[str, tuple[int, int]]:
@@ -158,10 +162,14 @@ def inputs(tmp_path_factory) -> str:
 def _arguments(program: str, arguments: list[str]) -> list[str]:
     """The case's arguments after the program's defaults; a later flag wins in absl, and a
     positional argument goes first (convert_torch's checkpoint)."""
+    def flag(argument: str) -> str:  # --model and --width are one choice
+        name = argument.split("=", 1)[0]
+        return "--model" if name == "--width" else name
+
     positional = [a for a in arguments if not a.startswith("--")]
     named = [a for a in arguments if a.startswith("--")]
-    given = {a.split("=", 1)[0] for a in named}
-    defaults = [a for a in DEFAULTS.get(program, []) if a.split("=", 1)[0] not in given]
+    given = {flag(a) for a in named}
+    defaults = [a for a in DEFAULTS.get(program, []) if flag(a) not in given]
     return positional + defaults + named
 
 

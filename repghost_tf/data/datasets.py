@@ -141,6 +141,17 @@ def num_examples(name: str, split: str, data_dir: str | None = None) -> int:
     return splits[split].num_examples if splits.keys() else 0
 
 
+def check_split(name: str, split: str, data_dir: str | None = None) -> None:
+    """Raises DatasetError when the split expression `split` (`train`, `train[:10%]`,
+    `train+validation`) names a split that dataset `name` (prepared here if needed) lacks."""
+    source = prepare(name, data_dir)
+    known = set(source.files) if isinstance(source, ImageFolder) else set(source.info.splits)
+    for part in split.split("+"):
+        base = part.split("[")[0].strip()
+        if base not in known:
+            raise DatasetError(f"{name} has no {base!r} split (it has {', '.join(sorted(known))})")
+
+
 def default_splits(name: str, data_dir: str | None = None) -> tuple[str, str, str | None]:
     """(train, validation, test) split names for a dataset; test is None when there is none.
 

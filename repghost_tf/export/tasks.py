@@ -93,8 +93,11 @@ class ExportTask:
 
     def eval_split(self, dataset: str) -> str:
         """--eval_split, else the split `dataset`'s runs are scored on (test, else validation)."""
-        if self.options.eval_split:
-            return self.options.eval_split
+        split = self.options.eval_split
+        if split:
+            data.check_split(dataset, split, self.options.data_dir)
+            return split
+        data.prepare(dataset, self.options.data_dir)
         _, validation, test = data.default_splits(dataset, self.options.data_dir)
         return test or validation
 
@@ -162,6 +165,8 @@ class Classification(ExportTask):
     def prepare(self, int8: bool) -> None:
         options = self.options
         if int8:
+            data.check_split(self.calibration_dataset, options.calibration_split,
+                             options.data_dir)
             dataset = data.make_dataset(
                 self.calibration_dataset, options.calibration_split,
                 image_size=self.image_size, batch_size=1, training=False,
@@ -392,7 +397,13 @@ class Detection(ExportTask):
 
 
 def task_for(model: keras.Model) -> type[ExportTask]:
-    """The export task of `model`."""
+    """The export task of `model`; raises ExportError for a model that does not take one RGB
+    image batch."""
+    shape = tuple(model.inputs[0].shape) if len(model.inputs) == 1 else None
+    if shape is None or len(shape) != 4 or shape[-1] != 3:
+        inputs = [tuple(x.shape) for x in model.inputs]
+        raise ExportError(f"{model.name} is not an image model: it takes {inputs}, not "
+                          "(batch, height, width, 3)")
     if hasattr(model, "anchor_generator"):  # a RepGhostNetDetector
         return Detection
     return QatClassification if quantization.is_quantized(model) else Classification
