@@ -7,8 +7,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 import zipfile
 
 import torch  # before TensorFlow (through keras): see the README's traps
@@ -210,3 +212,30 @@ def test_a_second_run_on_a_held_run_directory_refuses(tiny_data_dir, tmp_path):
     assert result.stderr.strip().splitlines() == [
         f"train.py: error: {run_dir} is in use by another training run; wait for it to end or "
         "give another --output_dir"]
+
+
+def test_ctrl_c_during_training_is_one_line_and_the_run_resumes(tiny_data_dir, tmp_path):
+    """SIGINT after the first checkpoint: one line, exit status 130; the same command then
+    resumes after the finished epoch."""
+    values = {"tmp": str(tmp_path), "data": tiny_data_dir}
+    command = [sys.executable, *PROGRAMS["train.py"],
+               *(a.format(**values) for a in TRAIN if not a.startswith("--epochs")),
+               "--epochs=3", "--steps_per_epoch=20"]
+    process = subprocess.Popen(command, env=user_environment(PYTHONPATH=ROOT),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    checkpoints = tmp_path / "run" / "checkpoints"
+    deadline = time.time() + 300
+    while not (checkpoints.is_dir() and any(p.name.startswith("epoch-")
+                                            for p in checkpoints.iterdir())):
+        assert process.poll() is None and time.time() < deadline, "no checkpoint before the end"
+        time.sleep(0.1)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr[-3000:]
+    assert stderr.strip().splitlines() == [
+        "train.py: interrupted; run the same command again to resume after the last finished "
+        "epoch"], stderr[-3000:]
+    result = subprocess.run(command, env=user_environment(PYTHONPATH=ROOT), capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Resuming " in result.stdout
