@@ -141,10 +141,12 @@ def num_examples(name: str, split: str, data_dir: str | None = None) -> int:
     return splits[split].num_examples if splits.keys() else 0
 
 
-def check_split(name: str, split: str, data_dir: str | None = None) -> None:
+def check_split(
+    name: str, split: str, data_dir: str | None = None, task: str = "classification"
+) -> None:
     """Raises DatasetError when the split expression `split` (`train`, `train[:10%]`,
     `train+validation`) names a split that dataset `name` (prepared here if needed) lacks."""
-    source = prepare(name, data_dir)
+    source = prepare(name, data_dir, task=task)
     known = set(source.files) if isinstance(source, ImageFolder) else set(source.info.splits)
     for part in split.split("+"):
         base = part.split("[")[0].strip()

@@ -95,9 +95,9 @@ class ExportTask:
         """--eval_split, else the split `dataset`'s runs are scored on (test, else validation)."""
         split = self.options.eval_split
         if split:
-            data.check_split(dataset, split, self.options.data_dir)
+            data.check_split(dataset, split, self.options.data_dir, self.data_task)
             return split
-        data.prepare(dataset, self.options.data_dir)
+        data.prepare(dataset, self.options.data_dir, task=self.data_task)
         _, validation, test = data.default_splits(dataset, self.options.data_dir)
         return test or validation
 
@@ -105,6 +105,7 @@ class ExportTask:
         return []
 
     kind = "model"
+    data_task = "classification"  # what its datasets hold (repghost_tf.data's task)
 
     def output_metadata(self, labels_file: str | None) -> list:
         raise NotImplementedError
@@ -304,6 +305,7 @@ class Detection(ExportTask):
 
     quantizations = ("none", "int8")
     kind = "object detector"
+    data_task = "detection"
 
     def __init__(self, options, *args):
         if options.logits:
