@@ -38,17 +38,16 @@ import json
 import os
 import re
 import subprocess
-import sys
 import tempfile
 from typing import Callable, Sequence
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
 
 # repghost_tf before benchmark.export (which imports keras): it filters TensorFlow's start-up logs.
-from repghost_tf import litert  # noqa: E402
+from repghost_tf import cli, litert  # noqa: E402
 from repghost_tf.atomic_files import write_text  # noqa: E402
 from repghost_tf.export import tflite  # noqa: E402
 
@@ -454,13 +453,11 @@ def markdown(document: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str]) -> None:
-    del argv
-    prefix = "benchmark.arm: error:"
+def main() -> None:
     unknown = sorted(set(_CPUS.value) - set(arm_setup.CPU_MIDR))
     if unknown:
-        sys.exit(f"{prefix} unknown --cpus {unknown[0]}; choose from "
-                 f"{', '.join(arm_setup.CPU_MIDR)}")
+        raise ArmError(f"unknown --cpus {unknown[0]}; choose from "
+                       f"{', '.join(arm_setup.CPU_MIDR)}")
     image_size = common_flags.IMAGE_SIZE.value
     given = common_flags.MODELS.present or not _TFLITE.value
     names = list(common_flags.MODELS.value) if given else []
@@ -473,18 +470,14 @@ def main(argv: list[str]) -> None:
         with open(results_path, encoding="utf-8") as file:
             previous = json.load(file)["results"]
     precisions = [p for p in results_io.PRECISIONS if p in common_flags.PRECISIONS.value]
-    try:
-        export.check_names(names)
-        ready = arm_setup.setup()
-        models = given_files(_TFLITE.value) + export_models(
-            names, precisions, image_size, common_flags.model_dir(output_dir),
-            common_flags.REUSE_EXPORTS.value, print)
-        results = measure(ready, models, _CPUS.value, inputs=_INPUTS.value,
-                          warmup_runs=common_flags.WARMUP_RUNS.value, repeats=_REPEATS.value,
-                          processes=_PROCESSES.value)
-    except (arm_setup.SetupError, export.UnknownModelError, tflite.ExportError,
-            ArmError) as error:
-        sys.exit(f"{prefix} {error}")
+    export.check_names(names)
+    ready = arm_setup.setup()
+    models = given_files(_TFLITE.value) + export_models(
+        names, precisions, image_size, common_flags.model_dir(output_dir),
+        common_flags.REUSE_EXPORTS.value, print)
+    results = measure(ready, models, _CPUS.value, inputs=_INPUTS.value,
+                      warmup_runs=common_flags.WARMUP_RUNS.value, repeats=_REPEATS.value,
+                      processes=_PROCESSES.value)
     replaced = {_key(r) for r in results}
     host = results_io.host_environment()
     document = {
@@ -507,4 +500,5 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main, "benchmark.arm",
+            (arm_setup.SetupError, export.UnknownModelError, tflite.ExportError, ArmError))

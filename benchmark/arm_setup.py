@@ -26,7 +26,9 @@ import tarfile
 from importlib import metadata
 from typing import Callable, Sequence
 
-from absl import app, flags
+from absl import flags
+
+from repghost_tf import cli
 from packaging.requirements import Requirement
 
 SUITE = "bookworm"
@@ -290,15 +292,11 @@ def setup(directory: str | None = None, log: Callable[[str], None] = print,
     return Setup(directory, root, site, library, shutil.which("qemu-aarch64"), version, versions)
 
 
-def main(argv: list[str]) -> None:
-    del argv
-    try:
-        ready = setup()
-    except SetupError as error:
-        sys.exit(f"benchmark.arm_setup: error: {error}")
+def main() -> None:
+    ready = setup()
     print(f"ARM setup ready in {ready.directory}: qemu-user {ready.qemu_version}, "
           f"ai-edge-litert {ready.wheels['ai-edge-litert']}, numpy {ready.wheels['numpy']}")
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main, "benchmark.arm_setup", (SetupError,))

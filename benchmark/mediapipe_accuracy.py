@@ -15,12 +15,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import sys
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
-from repghost_tf import data, litert
+from repghost_tf import cli, data, litert
 from repghost_tf.atomic_files import write_json
 
 flags.DEFINE_string("tflite", None, "An exported classifier .tflite, its JSON report beside it.",
@@ -84,18 +83,13 @@ def measure(path: str, report: dict, data_dir: str | None) -> dict:
     }
 
 
-def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        sys.exit(f"benchmark.mediapipe_accuracy: error: unexpected arguments: {' '.join(argv[1:])}")
+def main() -> None:
     report_path = os.path.splitext(FLAGS.tflite)[0] + ".json"
-    try:
-        with open(report_path, encoding="utf-8") as file:
-            report = json.load(file)
-        if "tflite_top1" not in report.get("verification", {}):
-            raise ValueError(f"{report_path} has no verified top-1 (a classifier exported with "
-                             "--eval_examples > 0)")
-    except (OSError, ValueError) as error:
-        sys.exit(f"benchmark.mediapipe_accuracy: error: {error}")
+    with open(report_path, encoding="utf-8") as file:
+        report = json.load(file)
+    if "tflite_top1" not in report.get("verification", {}):
+        raise ValueError(f"{report_path} has no verified top-1 (a classifier exported with "
+                         "--eval_examples > 0)")
     result = measure(FLAGS.tflite, report, FLAGS.data_dir)
     output = os.path.join(FLAGS.output_dir,
                           os.path.splitext(os.path.basename(FLAGS.tflite))[0] + ".json")
@@ -105,4 +99,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main, "benchmark.mediapipe_accuracy", (ValueError, data.DatasetError))

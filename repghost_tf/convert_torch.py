@@ -20,7 +20,7 @@ from typing import NoReturn
 from absl import app, flags
 
 from repghost_tf import cli
-from repghost_tf.atomic_files import save_model
+from repghost_tf.atomic_files import OccupiedPathError, check_target, save_model
 from repghost_tf.fusion import is_fused
 from repghost_tf.models.ghostnet import REPGHOSTNET_WIDTHS
 from repghost_tf.models.registry import MODELS, UnknownModelError, resolve
@@ -81,8 +81,10 @@ def main(argv: list[str], flag_values: flags.FlagValues = FLAGS) -> None:
         _fail(f"--output must be a .keras file, got {output}")
     if not os.path.isdir(os.path.dirname(os.path.abspath(output))):
         _fail(f"the directory of --output does not exist: {output}")
-    if os.path.isdir(output):
-        _fail(f"--output={output} is a folder; an output file does not replace it")
+    try:
+        check_target(output)
+    except OccupiedPathError as error:
+        _fail(f"--output: {error}")
     try:
         state_dict, origin = read_checkpoint(argv[1], ema=flag_values.ema)
         model = convert_checkpoint(
