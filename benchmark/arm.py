@@ -131,7 +131,7 @@ def reference(path: str, count: int) -> Reference:
                        "benchmark.arm takes one")
     detail = interpreter.get_input_details()[0]
     images = np.concatenate([litert.quantize_input(image[None], detail)
-                             for image in export.random_images(detail["shape"][1], count, seed=2)])
+                             for image in _random_inputs(detail["shape"], count)])
     details = interpreter.get_output_details()
     producers = {int(t): op for op in interpreter._get_ops_details()
                  if op["op_name"] != "DELEGATE" for t in op["outputs"]}
@@ -151,6 +151,16 @@ def reference(path: str, count: int) -> Reference:
         for index, output in enumerate(details):
             outputs[index].append(interpreter.get_tensor(output["index"])[0].copy())
     return Reference(images, [np.stack(o) for o in outputs], quantization)
+
+
+def _random_inputs(shape: Sequence[int], count: int) -> np.ndarray:
+    """`count` fixed inputs of one batch element of `shape`: export.random_images (pixels in
+    [0, 255]) for an image input (1, H, W, 3), standard normal values for any other tensor (a
+    single-op file of a study, say)."""
+    if len(shape) == 4 and shape[0] == 1 and shape[3] == 3:
+        return export.random_images(int(shape[1]), count, seed=2)
+    rng = np.random.default_rng(2)
+    return rng.standard_normal((count, *map(int, shape[1:]))).astype(np.float32)
 
 
 def codes(values: np.ndarray, quantization: tuple[float, int]) -> np.ndarray:
