@@ -173,37 +173,121 @@ def test_multi_worker_two_processes_agree(tmp_path, tiny_data_dir):
     assert not [f for f in os.listdir(output_dir) if f.startswith(".tmp-")]
 
 
+def _entries(folder: str) -> list[str]:
+    return os.listdir(folder) if os.path.isdir(folder) else []
+
+
+def _wait_stopped(pid: int) -> None:
+    """Returns once every thread of `pid` is stopped (state T in /proc), so that its files no
+    longer change."""
+    while True:
+        tasks = os.listdir(f"/proc/{pid}/task")
+        states = []
+        for task in tasks:
+            try:
+                with open(f"/proc/{pid}/task/{task}/stat") as file:
+                    states.append(file.read().rsplit(")", 1)[1].split()[0])
+            except FileNotFoundError:  # a thread that ended meanwhile
+                continue
+        if all(state in "tTZ" for state in states):
+            return
+        time.sleep(0.0005)
+
+
+def _kill_when(process: subprocess.Popen, reached, deadline: float = 500) -> None:
+    """SIGKILLs `process` at the point where `reached()` (a look at the run's files) is true.
+    The process is stopped (SIGSTOP) first and the point looked at again: only a kill that lands
+    while the point still holds counts; otherwise it goes on (SIGCONT) to the next time."""
+    end = time.time() + deadline
+    while time.time() < end:
+        if process.poll() is not None:
+            pytest.fail("the run ended before the kill point")
+        if reached():
+            process.send_signal(signal.SIGSTOP)
+            _wait_stopped(process.pid)
+            if reached():
+                process.send_signal(signal.SIGKILL)
+                process.wait()
+                return
+            process.send_signal(signal.SIGCONT)
+        time.sleep(0.001)
+    process.kill()
+    pytest.fail("the kill point was not reached in time")
+
+
+def _generating_dataset(run: str, data: str) -> bool:
+    """TFDS builds the built-in set in an 'incomplete.*' folder beside its final one."""
+    return any("incomplete" in name for _, folders, _ in os.walk(data) for name in folders)
+
+
+def _after_first_checkpoint(run: str, data: str) -> bool:
+    return any(name.startswith("epoch-") for name in _entries(os.path.join(run, "checkpoints")))
+
+
+def _writing_second_checkpoint(run: str, data: str) -> bool:
+    """A checkpoint's temporary folder is there, not yet renamed, beside a finished one."""
+    names = _entries(os.path.join(run, "checkpoints"))
+    return (any(name.startswith(".tmp-") for name in names)
+            and any(name.startswith("epoch-") for name in names))
+
+
+def _in_final_phase(run: str, data: str) -> bool:
+    """All epochs done and deploy.keras written; the test split not yet scored."""
+    return (os.path.exists(os.path.join(run, "deploy.keras"))
+            and not os.path.exists(os.path.join(run, "summary.json")))
+
+
+# Where a run is killed, by what its files show at that moment.
+KILL_POINTS = {
+    "dataset generation": _generating_dataset,
+    "mid-run": _after_first_checkpoint,
+    "checkpoint write": _writing_second_checkpoint,
+    "final phase": _in_final_phase,
+}
+KILLED_RUN = dict(epochs=3, steps_per_epoch=6)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_sha256(tmp_path_factory, tiny_data_dir) -> str:
+    output_dir = str(tmp_path_factory.mktemp("uninterrupted") / "run")
+    result = subprocess.run(_train_command(output_dir, tiny_data_dir, **KILLED_RUN), env=_env(),
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = _summary(output_dir)
+    # An uninterrupted run makes epochs x steps_per_epoch optimizer steps.
+    assert summary["step"] == 3 * 6 and len(summary["history"]) == 3
+    return summary["trainable_weights_sha256"]
+
+
 @pytest.mark.slow
-def test_killed_run_resumes_to_the_uninterrupted_runs_weights(tmp_path, tiny_data_dir):
+@pytest.mark.parametrize("point", list(KILL_POINTS))
+def test_killed_run_resumes_to_the_uninterrupted_runs_weights(point, tmp_path, tiny_data_dir,
+                                                              uninterrupted_sha256):
+    """SIGKILL at each point, then the same command: under --deterministic (TINY_RUN) the run
+    ends with the uninterrupted run's weights, bit for bit."""
     output_dir = str(tmp_path / "killed")
-    command = _train_command(output_dir, tiny_data_dir, epochs=3, steps_per_epoch=6)
+    data_dir = str(tmp_path / "tfds") if point == "dataset generation" else tiny_data_dir
+    command = _train_command(output_dir, data_dir, **KILLED_RUN)
     process = subprocess.Popen(command, env=_env(), stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
-    deadline = time.time() + 400
-    while _state(output_dir) is None and time.time() < deadline:
-        assert process.poll() is None, "the run ended before its first checkpoint"
-        time.sleep(0.2)
-    assert process.poll() is None, "the run finished before it could be killed"
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    _kill_when(process, lambda: KILL_POINTS[point](output_dir, data_dir))
     killed_at = _state(output_dir)
-    assert killed_at["epoch"] < 3
+    if point == "dataset generation":
+        assert killed_at is None and not os.path.exists(os.path.join(output_dir, "checkpoints"))
+    elif point == "final phase":
+        assert killed_at["epoch"] == 3
+    else:
+        assert killed_at["epoch"] < 3
 
     result = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert f"after epoch {killed_at['epoch']} (step {killed_at['step']})" in result.stdout
+    if killed_at is not None:
+        assert f"after epoch {killed_at['epoch']} (step {killed_at['step']})" in result.stdout
     final = _state(output_dir)
-    # An uninterrupted run makes epochs x steps_per_epoch optimizer steps (as the first test checks)
-    assert final["epoch"] == 3 and final["step"] == 3 * 6
-    assert len(final["history"]) == 3
-    # ... and, under --deterministic (TINY_RUN), ends with the weights of the resumed one.
-    uninterrupted = str(tmp_path / "uninterrupted")
-    result = subprocess.run(_train_command(uninterrupted, tiny_data_dir, epochs=3,
-                                           steps_per_epoch=6),
-                            env=_env(), capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert (_summary(output_dir)["trainable_weights_sha256"]
-            == _summary(uninterrupted)["trainable_weights_sha256"])
+    assert final["epoch"] == 3 and final["step"] == 3 * 6 and len(final["history"]) == 3
+    assert _summary(output_dir)["trainable_weights_sha256"] == uninterrupted_sha256
+    assert not [name for name in _entries(os.path.join(output_dir, "checkpoints"))
+                if name.startswith(".tmp-")]
 
 
 @pytest.mark.slow
