@@ -22,18 +22,40 @@ if TYPE_CHECKING:
 TEMPORARY_PREFIX = ".tmp-"
 
 
-class OccupiedPathError(OSError):
+class TargetError(OSError):
+    """An output path that cannot take the output; the message is one line."""
+
+
+class OccupiedPathError(TargetError):
     """The destination exists as something an output must not replace (a folder where a file
     goes, or a file where a folder goes)."""
 
 
+class UnwritablePathError(TargetError):
+    """The destination's folder does not accept new files (a read-only file system, or no write
+    permission)."""
+
+
 def check_target(path: str | os.PathLike, folder: bool = False) -> None:
-    """Raises OccupiedPathError when `path` exists as the other kind of thing than the output."""
+    """Raises OccupiedPathError when `path` exists as the other kind of thing than the output,
+    and UnwritablePathError when the folder that would receive it does not take new files:
+    before any work, so that a run does not fail at its end."""
     path = os.fspath(path)
     if not folder and os.path.isdir(path):
         raise OccupiedPathError(f"{path} is a folder; an output file does not replace it")
     if folder and os.path.lexists(path) and not os.path.isdir(path):
         raise OccupiedPathError(f"{path} is a file; an output folder does not replace it")
+    # A new file goes into the folder itself (an existing output folder), else into the nearest
+    # folder that exists above it (the temporary name beside a file, the folders made for it).
+    receiver = path if folder and os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
+    while not os.path.isdir(receiver) and os.path.dirname(receiver) != receiver:
+        receiver = os.path.dirname(receiver)
+    if os.statvfs(receiver).f_flag & os.ST_RDONLY:
+        raise UnwritablePathError(f"{path} cannot be written: {receiver} is on a read-only "
+                                  "file system")
+    if not os.access(receiver, os.W_OK | os.X_OK):
+        raise UnwritablePathError(f"{path} cannot be written: no permission to write in "
+                                  f"{receiver}")
 
 
 def write_atomically(
@@ -41,8 +63,8 @@ def write_atomically(
     folder: bool = False,
 ) -> None:
     """Calls write(temporary path), then flushes the result (a file, or with `folder` a folder) to
-    disk and renames it onto `path`; raises OccupiedPathError, before writing anything, when
-    `path` is of the other kind.
+    disk and renames it onto `path`; raises a TargetError, before writing anything, when `path`
+    is of the other kind or its folder takes no new files.
 
     The temporary path sits in the same folder, so the rename is atomic, and keeps `path`'s suffix
     (Keras checks ".keras"). With publish=False the result is deleted instead: a worker of a
@@ -54,7 +76,13 @@ def write_atomically(
     os.makedirs(directory, exist_ok=True)
     temporary = os.path.join(directory, f"{TEMPORARY_PREFIX}{uuid.uuid4().hex}-{name}")
     try:
-        write(temporary)
+        try:
+            write(temporary)
+        except OSError as error:
+            if error.filename is not None or error.errno is None:
+                raise
+            # Writers that lose the name (Keras' zip, TensorFlow's checkpoint): the user's path.
+            raise OSError(error.errno, error.strerror, target) from error
         if publish:
             if os.path.isdir(temporary) != folder:
                 raise OccupiedPathError(f"the output for {target} is not a "

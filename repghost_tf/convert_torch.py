@@ -20,7 +20,7 @@ from typing import NoReturn
 from absl import app, flags
 
 from repghost_tf import cli
-from repghost_tf.atomic_files import OccupiedPathError, check_target, save_model
+from repghost_tf.atomic_files import TargetError, check_target, save_model
 from repghost_tf.fusion import is_fused
 from repghost_tf.models.ghostnet import REPGHOSTNET_WIDTHS
 from repghost_tf.models.registry import MODELS, UnknownModelError, resolve
@@ -83,7 +83,7 @@ def main(argv: list[str], flag_values: flags.FlagValues = FLAGS) -> None:
         _fail(f"the directory of --output does not exist: {output}")
     try:
         check_target(output)
-    except OccupiedPathError as error:
+    except TargetError as error:
         _fail(f"--output: {error}")
     try:
         state_dict, origin = read_checkpoint(argv[1], ema=flag_values.ema)

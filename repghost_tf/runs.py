@@ -19,6 +19,7 @@ import dataclasses
 import fcntl
 import json
 import os
+import shutil
 import zipfile
 from typing import Iterator
 
@@ -48,11 +49,13 @@ def hold(run_dir: str) -> Iterator[None]:
     """Holds `run_dir` for one run's life: an advisory lock on the folder itself, so that a
     second run on it refuses in one line instead of mixing its files with the first's. The
     kernel drops the lock when the process ends, however it ends, so a killed run leaves none
-    behind. A folder made here and left empty (the run failed before writing) is removed."""
+    behind. A folder made here is removed when the run leaves it empty, or fails before its first
+    checkpoint (a full disk, say): it then holds nothing to resume from, only its logs."""
     check_target(run_dir, folder=True)
     made = not os.path.isdir(run_dir)
     os.makedirs(run_dir, exist_ok=True)
     descriptor = os.open(run_dir, os.O_RDONLY)
+    failed = False
     try:
         try:
             fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -62,10 +65,20 @@ def hold(run_dir: str) -> Iterator[None]:
                 "another --output_dir"
             ) from None
         yield
+    except BaseException:
+        failed = True
+        raise
     finally:
         os.close(descriptor)
         if made and not os.listdir(run_dir):
             os.rmdir(run_dir)
+        elif made and failed and not _has_checkpoint(run_dir):
+            shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _has_checkpoint(run_dir: str) -> bool:
+    folder = os.path.join(run_dir, CHECKPOINTS)
+    return os.path.isdir(folder) and any(name.startswith("epoch-") for name in os.listdir(folder))
 
 
 @dataclasses.dataclass

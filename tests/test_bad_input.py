@@ -4,6 +4,7 @@ one line. docs/bad_input.md lists them with the line each prints."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -175,16 +176,18 @@ def _arguments(program: str, arguments: list[str]) -> list[str]:
     return positional + defaults + named
 
 
-@pytest.mark.parametrize("program, arguments, message", CASES,
-                         ids=[f"{p}:{' '.join(a) or '-'}" for p, a, _ in CASES])
-def test_bad_input_is_one_line_and_writes_nothing(program, arguments, message, inputs,
-                                                 tiny_data_dir, tmp_path):
-    for name in os.listdir(inputs):
-        os.symlink(os.path.join(inputs, name), tmp_path / name)
-    values = {"tmp": str(tmp_path), "data": tiny_data_dir}
+def _one_line_and_nothing_written(program: str, arguments: list[str], message: str,
+                                  values: dict[str, str], tmp_path, data_dir: str,
+                                  unwatched: str | None = None) -> None:
+    """Runs the case: one line on stderr matching `message`, a non-zero exit, and nothing in
+    `tmp_path` (but the folder `unwatched`, which the caller checks) or `data_dir` changed."""
     command = [sys.executable, *PROGRAMS[program],
                *(a.format(**values) for a in _arguments(program, arguments))]
-    before, data_before = _tree(str(tmp_path)), _tree(tiny_data_dir)
+
+    def watched() -> dict:
+        return {path: stat for path, stat in _tree(str(tmp_path)).items() if path != unwatched}
+
+    before, data_before = watched(), _tree(data_dir)
     result = subprocess.run(command, cwd=tmp_path, env=user_environment(PYTHONPATH=ROOT),
                             capture_output=True, text=True, timeout=300)
     lines = result.stderr.strip().splitlines()
@@ -193,7 +196,74 @@ def test_bad_input_is_one_line_and_writes_nothing(program, arguments, message, i
     assert len(lines) == 1 and not native_log_lines(result.stderr), result.stderr[-3000:]
     assert lines[0].startswith(f"{program}: error: "), lines[0]
     assert re.search(message.format(**values), lines[0]), lines[0]
-    assert _tree(str(tmp_path)) == before and _tree(tiny_data_dir) == data_before
+    assert watched() == before and _tree(data_dir) == data_before
+
+
+def _link_inputs(inputs: str, tmp_path) -> None:
+    for name in os.listdir(inputs):
+        os.symlink(os.path.join(inputs, name), tmp_path / name)
+
+
+@pytest.mark.parametrize("program, arguments, message", CASES,
+                         ids=[f"{p}:{' '.join(a) or '-'}" for p, a, _ in CASES])
+def test_bad_input_is_one_line_and_writes_nothing(program, arguments, message, inputs,
+                                                 tiny_data_dir, tmp_path):
+    _link_inputs(inputs, tmp_path)
+    _one_line_and_nothing_written(program, arguments, message,
+                                  {"tmp": str(tmp_path), "data": tiny_data_dir}, tmp_path,
+                                  tiny_data_dir)
+
+
+# Outputs on real file systems that refuse them: {ro} is a read-only tmpfs, {full} a 256 KiB one
+# that fills up during the first model file. Checked before any work where it can be (read-only),
+# else reported with the file that did not fit, leaving no folder or file behind.
+CASES_ON_MOUNTS = [
+    ("train.py", ["--output_dir={ro}/run"], r"--output_dir: .*{ro} is on a read-only file system"),
+    ("train.py", ["--latest_file={ro}/LATEST"],
+     r"--latest_file: .*{ro} is on a read-only file system"),
+    ("train.py", ["--data_dir={ro}/tfds"], r"--data_dir: .*{ro} is on a read-only file system"),
+    ("train.py", ["--output_dir={full}/run"], r"No space left on device: '{full}/run/"),
+    ("export_tflite.py", ["--output_dir={ro}/out"],
+     r"--output_dir: .*{ro} is on a read-only file system"),
+    ("export_tflite.py", ["--output_dir={full}/out"], r"No space left on device: '{full}/out/"),
+    ("convert_torch", ["{tmp}/flat.pth", "--output={ro}/out.keras"],
+     r"--output: .*{ro} is on a read-only file system"),
+]
+
+
+@pytest.fixture
+def mounts(tmp_path):
+    """A read-only and a 256 KiB tmpfs in the case's folder; the test skips, in one line, where
+    mounting is refused (not root)."""
+    mounted = []
+    try:
+        for name, options in (("ro", "ro,size=1m"), ("full", "size=256k")):
+            point = tmp_path / name
+            point.mkdir()
+            try:
+                result = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(point)],
+                                        capture_output=True, text=True)
+            except FileNotFoundError:
+                pytest.skip("no mount command here")
+            if result.returncode:
+                pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
+            mounted.append(point)
+        yield {point.name: str(point) for point in mounted}
+    finally:
+        for point in mounted:
+            subprocess.run(["umount", str(point)], check=False)
+
+
+@pytest.mark.parametrize("program, arguments, message", CASES_ON_MOUNTS,
+                         ids=[f"{p}:{' '.join(a)}" for p, a, _ in CASES_ON_MOUNTS])
+def test_unwritable_and_full_locations_are_one_line(program, arguments, message, mounts, inputs,
+                                                   tiny_data_dir, tmp_path):
+    _link_inputs(inputs, tmp_path)
+    _one_line_and_nothing_written(program, arguments, message,
+                                  {"tmp": str(tmp_path), "data": tiny_data_dir, **mounts},
+                                  tmp_path, tiny_data_dir, unwatched="full")
+    # What a command made on the full file system and could not finish, it removed.
+    assert os.listdir(mounts["full"]) == []
 
 
 def test_a_second_run_on_a_held_run_directory_refuses(tiny_data_dir, tmp_path):
@@ -239,3 +309,36 @@ def test_ctrl_c_during_training_is_one_line_and_the_run_resumes(tiny_data_dir, t
                             text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Resuming " in result.stdout
+
+
+def test_ctrl_c_during_int8_calibration_is_one_line_and_writes_nothing(tiny_data_dir, tmp_path):
+    """SIGINT once the export reads its calibration split (the converter's calibration, which
+    runs the images from C++ and used to swallow it and go on): one line, exit 130, no file."""
+    values = {"tmp": str(tmp_path), "data": tiny_data_dir}
+    command = [sys.executable, *PROGRAMS["export_tflite.py"],
+               *(a.format(**values) for a in EXPORT), "--calibration_split=train",
+               "--calibration_steps=300"]
+    process = subprocess.Popen(command, env=user_environment(PYTHONPATH=ROOT),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    descriptors = f"/proc/{process.pid}/fd"
+    deadline = time.time() + 300
+
+    def reading_train_split() -> bool:
+        with contextlib.suppress(OSError):
+            for descriptor in os.listdir(descriptors):
+                with contextlib.suppress(OSError):
+                    if "-train.tfrecord" in os.readlink(os.path.join(descriptors, descriptor)):
+                        return True
+        return False
+
+    while True:
+        assert process.poll() is None and time.time() < deadline, "no calibration seen"
+        if reading_train_split():
+            break
+        time.sleep(0.005)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr[-3000:]
+    assert stderr.strip().splitlines() == [
+        "export_tflite.py: interrupted; every file written so far is whole"], stderr[-3000:]
+    assert not os.path.exists(tmp_path / "out")

@@ -15,7 +15,7 @@ from typing import Callable
 
 from repghost_tf import data, runs
 from repghost_tf.atomic_files import (
-    OccupiedPathError,
+    TargetError,
     check_target,
     write_bytes,
     write_json,
@@ -84,7 +84,7 @@ def export(options: ExportOptions, log: Callable[[str], None] = print) -> list[s
     )
     try:
         check_target(output_dir, folder=True)
-    except OccupiedPathError as error:
+    except TargetError as error:
         raise ExportError(f"--output_dir: {error}") from error
     try:
         task.prepare(int8="int8" in options.quantize)
@@ -101,8 +101,14 @@ def export(options: ExportOptions, log: Callable[[str], None] = print) -> list[s
             results.append((stem, flatbuffer, report))
     except data.DatasetError as error:
         raise ExportError(str(error)) from error
-    return [path for stem, flatbuffer, report in results
-            for path in _write(output_dir, stem, flatbuffer, report, task, log)]
+    made = not os.path.isdir(output_dir)
+    try:
+        return [path for stem, flatbuffer, report in results
+                for path in _write(output_dir, stem, flatbuffer, report, task, log)]
+    except BaseException:
+        if made and os.path.isdir(output_dir) and not os.listdir(output_dir):
+            os.rmdir(output_dir)  # made for files that could not be written (a full disk)
+        raise
 
 
 def _check_metadata_text(options: ExportOptions) -> None:

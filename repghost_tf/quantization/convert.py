@@ -6,7 +6,10 @@ QuantizationDebugger uses). On a QAT graph the FakeQuant ops' ranges win over th
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+import contextlib
+import signal
+import threading
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import tensorflow as tf
@@ -39,9 +42,11 @@ def quantize_flatbuffer(
     from tensorflow.lite.python.convert import mlir_quantize
 
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = lambda: ([image] for image in images())
     converter._experimental_calibrate_only = True  # noqa: SLF001 (no public API for this step)
-    calibrated = converter.convert()
+    with _interruptible_calibration() as interrupted:
+        converter.representative_dataset = lambda: (
+            [image] for image in _until(interrupted, images()))
+        calibrated = converter.convert()
     float_tensors = [] if keep_float is None else [
         name for name in _tensor_names(calibrated) if keep_float(name)
     ]
@@ -60,3 +65,29 @@ def _tensor_names(flatbuffer: bytes) -> list[str]:
 
     model = flatbuffer_utils.convert_bytearray_to_object(bytearray(flatbuffer))
     return [tensor.name.decode() for tensor in model.subgraphs[0].tensors]
+
+
+@contextlib.contextmanager
+def _interruptible_calibration() -> Iterator[threading.Event]:
+    """Ctrl-C during the converter's calibration: the converter runs the representative images
+    from C++, and a KeyboardInterrupt raised in their generator ends the loop as if the images had
+    run out, so the export went on with fewer of them. Here Ctrl-C sets the event instead (the
+    generator then stops) and KeyboardInterrupt is raised once the converter has returned."""
+    interrupted = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield interrupted  # signal handlers belong to the main thread
+        return
+    previous = signal.signal(signal.SIGINT, lambda *_: interrupted.set())
+    try:
+        yield interrupted
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if interrupted.is_set():
+        raise KeyboardInterrupt
+
+
+def _until(event: threading.Event, items: Iterable) -> Iterator:
+    for item in items:
+        if event.is_set():
+            return
+        yield item

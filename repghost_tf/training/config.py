@@ -7,7 +7,7 @@ import json
 import os
 
 from repghost_tf import data, runs
-from repghost_tf.atomic_files import OccupiedPathError, check_target
+from repghost_tf.atomic_files import TargetError, check_target
 from repghost_tf.models.registry import MODELS, UnknownModelError, resolve
 from repghost_tf.training.distribute import tf_config_workers
 
@@ -253,13 +253,18 @@ def validate(config: TrainConfig) -> None:
 
 def _validate_outputs(config: TrainConfig) -> None:
     """The run directory and the latest-run file must not be occupied by the other kind of
-    thing: a run never replaces what is not its own."""
-    for flag, path, folder in (("output_dir", config.resolved_output_dir(), True),
-                               ("latest_file", config.latest_file, False)):
+    thing (a run never replaces what is not its own), and their folders must take new files; so
+    must the folder above a --data_dir that does not exist yet (an existing one may be a
+    read-only copy of a prepared dataset)."""
+    outputs = [("output_dir", config.resolved_output_dir(), True),
+               ("latest_file", config.latest_file, False)]
+    if config.data_dir and not os.path.exists(config.data_dir):
+        outputs.append(("data_dir", config.data_dir, True))
+    for flag, path, folder in outputs:
         try:
             if path:
                 check_target(path, folder)
-        except OccupiedPathError as error:
+        except TargetError as error:
             raise ConfigError(f"--{flag}: {error}.") from error
 
 
