@@ -39,8 +39,11 @@ class UnwritablePathError(TargetError):
 def check_target(path: str | os.PathLike, folder: bool = False) -> None:
     """Raises OccupiedPathError when `path` exists as the other kind of thing than the output,
     and UnwritablePathError when the folder that would receive it does not take new files:
-    before any work, so that a run does not fail at its end."""
+    before any work, so that a run does not fail at its end. A URL (gs://...) is left to its
+    file system."""
     path = os.fspath(path)
+    if "://" in path:
+        return
     if not folder and os.path.isdir(path):
         raise OccupiedPathError(f"{path} is a folder; an output file does not replace it")
     if folder and os.path.lexists(path) and not os.path.isdir(path):

@@ -1,5 +1,6 @@
 """Every output file is written whole or not at all."""
 
+import errno
 import json
 import os
 
@@ -83,4 +84,43 @@ def test_unpublished_writes_leave_nothing(tmp_path):
 def test_models_need_a_keras_suffix(tmp_path):
     with pytest.raises(ValueError, match=r"\.keras"):
         atomic_files.save_model(object(), tmp_path / "model.h5")
+    assert os.listdir(tmp_path) == []
+
+
+def test_an_output_on_a_read_only_file_system_is_refused_before_writing(tmp_path, monkeypatch):
+    """The folder that would receive the output is checked (the nearest one that exists), so a
+    run on a read-only location fails at its start, not at its end. (The end-to-end cases mount
+    a real read-only file system: tests/test_bad_input.py.)"""
+    real_statvfs = os.statvfs
+    read_only = str(tmp_path / "ro")
+    os.makedirs(read_only)
+
+    class ReadOnly:
+        f_flag = os.ST_RDONLY
+
+    monkeypatch.setattr(os, "statvfs", lambda p: ReadOnly() if p == read_only else real_statvfs(p))
+    for target, folder in ((f"{read_only}/model.keras", False), (f"{read_only}/a/b/run", True),
+                           (read_only, True)):
+        with pytest.raises(atomic_files.UnwritablePathError,
+                           match=f"{target} cannot be written: {read_only} is on a read-only"):
+            atomic_files.check_target(target, folder)
+    atomic_files.check_target(str(tmp_path / "elsewhere.keras"))
+    atomic_files.check_target("gs://bucket/runs/run", folder=True)  # left to its file system
+    with pytest.raises(atomic_files.UnwritablePathError):
+        atomic_files.write_bytes(f"{read_only}/x.bin", b"x")
+    assert os.listdir(read_only) == []
+
+
+def test_a_failed_write_names_the_output(tmp_path):
+    """Writers that lose the file name (Keras' zip on a full disk) are reported with the output's
+    path, and leave nothing behind."""
+    def full_disk(temporary: str) -> None:
+        with open(temporary, "wb") as file:
+            file.write(b"half")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    target = str(tmp_path / "best.keras")
+    with pytest.raises(OSError, match="No space left on device") as raised:
+        atomic_files.write_atomically(target, full_disk)
+    assert raised.value.filename == target and raised.value.errno == errno.ENOSPC
     assert os.listdir(tmp_path) == []

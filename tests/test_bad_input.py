@@ -74,6 +74,8 @@ CASES = [
     ("train.py", ["--epochs=abc"], r"flag --epochs=abc: invalid literal"),
     ("train.py", ["--batch_size=-1"], r"--batch_size must be positive"),
     ("train.py", ["--base_lr=0"], r"--base_lr must be positive"),
+    ("train.py", ["--base_lr=nan"], r"--base_lr must be a finite number, got nan"),
+    ("train.py", ["--weight_decay=inf"], r"--weight_decay must be a finite number, got inf"),
     ("train.py", ["--warmup_epochs=-1"], r"--warmup_epochs must be 0 or more"),
     ("train.py", ["--min_steps=-1"], r"--min_steps must be 0 or more"),
     ("train.py", ["--seed=-1"], r"--seed must be 0 or more"),

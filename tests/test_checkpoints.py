@@ -123,3 +123,21 @@ def test_a_run_directory_made_for_a_run_that_wrote_nothing_is_removed(tmp_path):
         with runs.hold(str(tmp_path / "run")):
             raise RuntimeError("failed before writing")
     assert os.listdir(tmp_path) == []
+
+
+def test_a_failed_run_keeps_its_directory_only_from_its_first_checkpoint_on(tmp_path):
+    """A run directory made for a run that fails before its first checkpoint (a full disk)
+    holds only logs and is removed; one with a finished checkpoint stays, to resume; one that
+    was there before the run stays whatever happens."""
+    def fail_after(run_dir: str, *paths: str) -> None:
+        with pytest.raises(OSError):
+            with runs.hold(run_dir):
+                for path in paths:
+                    os.makedirs(os.path.join(run_dir, path))
+                raise OSError(28, "No space left on device")
+
+    fail_after(str(tmp_path / "fresh"), "logs/train")
+    fail_after(str(tmp_path / "resumable"), "logs/train", "checkpoints/epoch-0001")
+    os.makedirs(tmp_path / "existing")
+    fail_after(str(tmp_path / "existing"), "logs/train")
+    assert sorted(os.listdir(tmp_path)) == ["existing", "resumable"]

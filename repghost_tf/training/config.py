@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 
 from repghost_tf import data, runs
@@ -198,6 +199,10 @@ def fitted_warmup(config: TrainConfig) -> float:
 
 def validate(config: TrainConfig) -> None:
     """Raises ConfigError (one line) for any invalid setting, before any work starts."""
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"--{field.name} must be a finite number, got {value}.")
     if config.task not in TASKS:
         raise ConfigError(f"--task must be one of {', '.join(TASKS)}, got {config.task!r}.")
     if config.qat:
