@@ -1,11 +1,14 @@
 """The paper's Figure 1 for our numbers: ImageNet top-1 against measured latency, one line per
-family, from one or more results.json of latency.py (host) or device.py (phone).
+family, from one or more results.json of latency.py (host) or device.py (phone); or, from
+benchmark.arm's results.json, against instructions per invoke on an emulated ARM core, one line
+per family and precision.
 
 Top-1 is the published value of the official weights unless --measured_top1 gives a value the
 user measured (e.g. with our evaluation on converted weights); measured points are drawn hollow.
 
 Usage: python -m benchmark.plot --results=benchmark/results/host/results.json
            [--plot_threads=1] [--plot_precision=float32] [--measured_top1=top1.json] [--output=fig.png]
+       python -m benchmark.plot --results=benchmark/results/arm/results.json [--plot_cpu=cortex-a76]
 """
 
 from __future__ import annotations
@@ -36,9 +39,12 @@ _MEASURED = flags.DEFINE_string(
 _THREADS = flags.DEFINE_integer("plot_threads", 1, "Thread count whose latencies to plot.", lower_bound=1)
 _PRECISION = flags.DEFINE_enum("plot_precision", "float32", list(results_io.PRECISIONS), "Precision to plot.")
 _FORM = flags.DEFINE_enum("plot_form", "fused", list(results_io.FORMS), "Model form to plot.")
+_CPU = flags.DEFINE_string("plot_cpu", "cortex-a76", "Emulated CPU whose counts to plot (benchmark.arm).")
 _OUTPUT = flags.DEFINE_string(
-    "output", None, "PNG to write; defaults to latency_top1.png beside the first results file."
+    "output", None, "PNG to write; defaults to latency_top1.png (instructions_top1.png for "
+    "benchmark.arm results) beside the first results file."
 )
+LATENCY_AXIS = "latency (ms, median)"
 
 
 class PlotError(ValueError):
@@ -63,21 +69,45 @@ def points(
     return {family: sorted(values) for family, values in families.items()}
 
 
+def arm_points(
+    results: Sequence[dict], measured: dict[str, float], cpu: str
+) -> dict[str, list[tuple[float, float, str, bool]]]:
+    """"Family precision" -> [(M instructions per invoke, top-1 %, width label, measured?)] sorted
+    by instructions, for benchmark.arm's rows on `cpu` that have a top-1."""
+    series = collections.defaultdict(list)
+    for r in results:
+        top1 = measured.get(r["model"], catalog.published_top1(r["model"]))
+        if r["cpu"] != cpu or top1 is None:
+            continue
+        info = catalog.describe(r["model"])
+        label = f"{info.width:g}x" if info.width is not None else r["model"]
+        series[f"{info.family} {r['precision']}"].append(
+            (r["instructions_per_invoke"] / 1e6, top1, label, r["model"] in measured))
+    return {name: sorted(values) for name, values in series.items()}
+
+
 def render(
-    series: dict[str, list[tuple[float, float, str, bool]]], title: str
+    series: dict[str, list[tuple[float, float, str, bool]]], title: str,
+    x_label: str = LATENCY_AXIS,
 ) -> bytes:
     """The figure as PNG bytes."""
     figure, axes = plt.subplots(figsize=(7, 5), dpi=120)
+    colors: dict[str, str] = {}
     for family, values in sorted(series.items()):
         latencies, accuracies = [v[0] for v in values], [v[1] for v in values]
-        (line,) = axes.plot(latencies, accuracies, marker="o", label=family)
+        # An ARM series is "Family precision": one color per family, int8 dashed.
+        family_name = family.rsplit(" ", 1)[0] if family.endswith((" float32", " int8")) else family
+        style = "--" if family.endswith(" int8") else "-"
+        (line,) = axes.plot(latencies, accuracies, style, marker="o", label=family,
+                            color=colors.get(family_name))
+        colors.setdefault(family_name, line.get_color())
         for latency, accuracy, label, was_measured in values:
             if was_measured:
                 axes.plot(latency, accuracy, marker="o", markerfacecolor="white",
                           markeredgecolor=line.get_color(), linestyle="none")
             axes.annotate(label, (latency, accuracy), textcoords="offset points", xytext=(4, -10),
                           fontsize=8)
-    axes.set_xlabel("latency (ms, median)")
+    axes.set_xlabel(x_label)
     axes.set_ylabel("ImageNet top-1 (%)")
     axes.set_title(title, fontsize=10)
     axes.grid(alpha=0.3)
@@ -112,9 +142,15 @@ def _load_measured(path: str | None) -> dict[str, float]:
 def _main() -> None:
     if not _RESULTS.value:
         raise PlotError("pass --results=path/to/results.json[,more.json]")
+    documents = [_read(path) for path in _RESULTS.value]
+    arm = [document.get("kind") == "arm" for document in documents]
+    if any(arm):
+        if not all(arm):
+            raise PlotError("benchmark.arm results plot instructions, not latency: plot them alone")
+        _plot_arm(documents)
+        return
     results, machines = [], []
-    for path in _RESULTS.value:
-        document = results_io.load_document(path)
+    for document in documents:
         results += results_io.validate_document(document)
         machines.append(document["environment"].get("machine", "unknown machine").split(";")[0])
     series = points(results, _load_measured(_MEASURED.value), _THREADS.value, _PRECISION.value, _FORM.value)
@@ -128,6 +164,36 @@ def _main() -> None:
     )
     output = _OUTPUT.value or os.path.join(os.path.dirname(_RESULTS.value[0]), "latency_top1.png")
     write_bytes(output, render(series, title))
+    print(f"wrote {output}")
+
+
+def _read(path: str) -> dict:
+    """A results.json: benchmark.arm's (kind "arm", its own rows) or a validated latency run."""
+    with open(path, encoding="utf-8") as file:
+        try:
+            document = json.load(file)
+        except json.JSONDecodeError as error:
+            raise PlotError(f"{path} is not JSON: {error}") from error
+    if isinstance(document, dict) and document.get("kind") == "arm":
+        if not isinstance(document.get("results"), list):
+            raise PlotError(f"{path}: 'results' must be a list")
+        return document
+    results_io.validate_document(document)
+    return document
+
+
+def _plot_arm(documents: Sequence[dict]) -> None:
+    rows = [r for document in documents for r in document.get("results", [])]
+    series = arm_points(rows, _load_measured(_MEASURED.value), _CPU.value)
+    if not series:
+        raise PlotError(f"no benchmark.arm results on {_CPU.value} with a known top-1")
+    qemu = documents[0].get("environment", {}).get("qemu", "?")
+    title = textwrap.fill(
+        f"1 thread, LiteRT + XNNPACK on emulated {_CPU.value} (qemu-user {qemu}): exact "
+        "instruction counts, not phone milliseconds; top-1 of the float weights", width=75)
+    output = _OUTPUT.value or os.path.join(os.path.dirname(_RESULTS.value[0]),
+                                           "instructions_top1.png")
+    write_bytes(output, render(series, title, x_label=f"M instructions per invoke ({_CPU.value})"))
     print(f"wrote {output}")
 
 
