@@ -22,6 +22,7 @@ import tensorflow_datasets as tfds
 from repghost_tf import data
 from repghost_tf.training import ConfigError, TrainConfig, TrainingDiverged, train, validate
 from repghost_tf.training.checkpoints import Checkpoints
+from repghost_tf.training.trainer import EmaClassifier
 
 from conftest import TINY, TINY_RUN, TINY_RUN_GROUP  # noqa: E402
 from helpers import native_log_lines, user_environment
@@ -69,6 +70,25 @@ def _assert_learned(summary: dict) -> None:
     first, last = summary["history"][0], summary["history"][-1]
     assert last["loss"] < first["loss"]
     assert summary["test_top1"] > 1.6 * CHANCE
+
+
+def test_top1_counts_a_tie_for_the_first_tied_class_only():
+    """Quantized outputs tie. Top-1 is the argmax, as the TFLite file and the export's report
+    count it, not every tied class (in_top_k): a network whose outputs all tie scores the share
+    of labels that are its first class, for the network and its EMA alike."""
+    def tied() -> keras.Model:
+        return keras.Sequential([keras.Input((4,)),
+                                 keras.layers.Dense(3, kernel_initializer="zeros")])
+
+    trainer = EmaClassifier(tied(), tied(), classes=3, label_smoothing=0.0, ema_decay=0.0,
+                            weight_decay=0.0)
+    trainer.compile(optimizer=keras.optimizers.SGD(0.0))
+    images = np.ones((8, 4), np.float32)
+    labels = np.array([0, 1, 2, 1, 0, 2, 2, 1])
+    scores = trainer.evaluate(tf.data.Dataset.from_tensors((images, labels)), verbose=0,
+                              return_dict=True)
+    assert scores["top1"] == scores["ema_top1"] == 0.25
+    assert scores["top5"] == scores["ema_top5"] == 1.0
 
 
 @TINY_RUN_GROUP

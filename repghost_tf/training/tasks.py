@@ -17,7 +17,12 @@ from repghost_tf.training import pretrained
 from repghost_tf.fusion import fuse, walk_layers
 from repghost_tf.models.registry import create_model
 from repghost_tf.training.config import ConfigError, TrainConfig, augmentation, pretrained_source
-from repghost_tf.training.trainer import EmaClassifier, EmaDetector, EmaTrainer
+from repghost_tf.training.trainer import (
+    EmaClassifier,
+    EmaDetector,
+    EmaTrainer,
+    classification_metrics,
+)
 
 
 class Task:
@@ -115,13 +120,8 @@ class Classification(Task):
 
     def evaluate(self, model: keras.Model, split: str) -> dict[str, float]:
         classes = model.outputs[0].shape[-1]
-        model.compile(
-            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-            metrics=[
-                keras.metrics.SparseTopKCategoricalAccuracy(1, name="top1"),
-                keras.metrics.SparseTopKCategoricalAccuracy(min(5, classes), name="top5"),
-            ],
-        )
+        model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                      metrics=list(classification_metrics(classes)))
         test = self.dataset(split, training=False, batch_size=self.config.batch_size)
         scores = model.evaluate(test, verbose=0, return_dict=True)
         return {"test_top1": float(scores["top1"]), "test_top5": float(scores["top5"])}
