@@ -19,6 +19,7 @@ import dataclasses
 import fcntl
 import json
 import os
+import re
 import shutil
 import zipfile
 from typing import Iterator
@@ -31,6 +32,7 @@ LAST_MODEL = "last.keras"
 LAST_RAW_MODEL = "last_raw.keras"
 SUMMARY = "summary.json"
 CHECKPOINTS = "checkpoints"
+CHECKPOINT_FOLDER = re.compile(r"^epoch-\d{4,}$")  # one finished epoch's, in CHECKPOINTS
 LOGS = "logs"
 RUNS_DIR = "runs"
 LATEST = "LATEST"
@@ -78,7 +80,8 @@ def hold(run_dir: str) -> Iterator[None]:
 
 def _has_checkpoint(run_dir: str) -> bool:
     folder = os.path.join(run_dir, CHECKPOINTS)
-    return os.path.isdir(folder) and any(name.startswith("epoch-") for name in os.listdir(folder))
+    return os.path.isdir(folder) and any(
+        CHECKPOINT_FOLDER.match(name) for name in os.listdir(folder))
 
 
 @dataclasses.dataclass

@@ -12,17 +12,16 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 from typing import Callable
 
 import tensorflow as tf
 
 from repghost_tf.atomic_files import TEMPORARY_PREFIX, write_atomically
+from repghost_tf.runs import CHECKPOINT_FOLDER
 
 STATE_FILE = "state.json"
 KEEP_CHECKPOINTS = 2
-_FOLDER = re.compile(r"^epoch-\d{4,}$")
 # What reading a damaged checkpoint raises: truncated, zeroed or flipped bytes, missing files.
 _DAMAGE = (tf.errors.OpError, ValueError, IndexError, AssertionError, OSError, KeyError)
 
@@ -103,7 +102,7 @@ class Checkpoints:
         """The checkpoint folders, newest first."""
         if not os.path.isdir(self.directory):
             return []
-        names = [name for name in os.listdir(self.directory) if _FOLDER.match(name)]
+        names = [name for name in os.listdir(self.directory) if CHECKPOINT_FOLDER.match(name)]
         return sorted(names, key=lambda name: int(name.split("-")[1]), reverse=True)
 
     def _read_state(self, name: str) -> dict | None:
