@@ -45,6 +45,7 @@ _OUTPUT = flags.DEFINE_string(
     "benchmark.arm results) beside the first results file."
 )
 LATENCY_AXIS = "latency (ms, median)"
+ARM_FIELDS = frozenset({"model", "precision", "cpu", "instructions_per_invoke"})
 
 
 class PlotError(ValueError):
@@ -175,8 +176,11 @@ def _read(path: str) -> dict:
         except json.JSONDecodeError as error:
             raise PlotError(f"{path} is not JSON: {error}") from error
     if isinstance(document, dict) and document.get("kind") == "arm":
-        if not isinstance(document.get("results"), list):
-            raise PlotError(f"{path}: 'results' must be a list")
+        rows = document.get("results")
+        if not isinstance(rows, list) or not all(
+                isinstance(row, dict) and ARM_FIELDS <= row.keys() for row in rows):
+            raise PlotError(f"{path}: 'results' must be a list of rows with "
+                            f"{', '.join(sorted(ARM_FIELDS))}")
         return document
     results_io.validate_document(document)
     return document
