@@ -69,10 +69,10 @@ def _tensor_names(flatbuffer: bytes) -> list[str]:
 
 @contextlib.contextmanager
 def _interruptible_calibration() -> Iterator[threading.Event]:
-    """Ctrl-C during the converter's calibration: the converter runs the representative images
-    from C++, and a KeyboardInterrupt raised in their generator ends the loop as if the images had
-    run out, so the export went on with fewer of them. Here Ctrl-C sets the event instead (the
-    generator then stops) and KeyboardInterrupt is raised once the converter has returned."""
+    """Ctrl-C during the converter's calibration. The converter runs the representative images
+    from C++ and takes a KeyboardInterrupt raised in their generator for the end of the images,
+    then goes on. Here Ctrl-C sets the event instead (the generator then stops) and
+    KeyboardInterrupt is raised once the converter has returned."""
     interrupted = threading.Event()
     if threading.current_thread() is not threading.main_thread():
         yield interrupted  # signal handlers belong to the main thread

@@ -154,8 +154,8 @@ class EmaTrainer(keras.Model):
 
 def classification_metrics(classes: int, prefix: str = "") -> tuple[keras.metrics.Metric, ...]:
     """Top-1 and top-5 accuracy. Top-1 is the argmax, the first of tied maxima, as the TFLite file
-    and the export's report count it: in_top_k counts every tied class as a hit, so a QAT network
-    whose quantized outputs tie scored too high (all ties: 100%)."""
+    and the export's report count it; in_top_k would count every tied class as a hit, and a QAT
+    network's quantized outputs tie (all tied: 100%)."""
     return (keras.metrics.SparseCategoricalAccuracy(name=f"{prefix}top1"),
             keras.metrics.SparseTopKCategoricalAccuracy(min(5, classes), name=f"{prefix}top5"))
 
